@@ -1,0 +1,44 @@
+"""Fixtures shared by unit and integration tests: a real redis-server per session."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.support.ledger import Ledger
+from tests.support.paths import COLLECTIONS_PATH, REPO
+from tests.support.redis_server import RedisServer
+
+if not (COLLECTIONS_PATH / "ansible_collections" / "queueops" / "rollback").exists():
+    raise pytest.UsageError("the collection is not linked under .cache/collections: run `make setup` first")
+sys.path.insert(0, str(COLLECTIONS_PATH))
+sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server_with_password():
+    server = RedisServer(password="s3cret-test-pass").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    """A client on a freshly emptied server: each test starts from nothing."""
+    client = redis_server.client()
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def ledger(redis_client):
+    return Ledger(redis_client)

@@ -1,0 +1,1 @@
+"""Test harness: a real redis-server, real worker processes, a task ledger, ansible-runner."""

@@ -1,0 +1,107 @@
+"""Real `rq worker` and `celery worker` processes from a given virtualenv, stopped cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .paths import DEV_VENV, SAMPLE_APP
+
+
+@dataclass
+class WorkerProcess:
+    name: str
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """Warm shutdown (SIGTERM: finish the current task, take no new one); SIGKILL after timeout."""
+        if self.alive():
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """Die mid-task the way an OOM kill does: the whole process group, no clean-up."""
+        if self.alive():
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def _env(redis_url: str, release: str | None, fail_every: int | None, app_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(app_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["SAMPLEAPP_REDIS_URL"] = redis_url
+    env["PYTHONUNBUFFERED"] = "1"
+    if release is not None:
+        env["SAMPLEAPP_RELEASE"] = release
+    if fail_every is not None:
+        env["SAMPLEAPP_FAIL_EVERY"] = str(fail_every)
+    return env
+
+
+def _spawn(name: str, args: list[str], env: dict[str, str]) -> WorkerProcess:
+    log_path = Path(tempfile.mkstemp(prefix=f"queueops-{name}-", suffix=".log")[1])
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return WorkerProcess(name=name, process=process, log_path=log_path)
+
+
+def _wait_for(worker: WorkerProcess, ready, what: str, timeout: float = 30.0) -> WorkerProcess:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"{what} {worker.name} exited early:\n{worker.log()}")
+        if ready():
+            return worker
+        time.sleep(0.05)
+    worker.kill()
+    raise RuntimeError(f"{what} {worker.name} not ready within {timeout} s:\n{worker.log()}")
+
+
+def start_rq_worker(redis_url: str, queues: list[str], name: str, *, venv: Path = DEV_VENV,
+                    release: str | None = None, fail_every: int | None = None,
+                    app_path: Path = SAMPLE_APP, extra_args: list[str] | None = None) -> WorkerProcess:
+    """`rq worker --name NAME QUEUES...`; ready once it has registered itself in Redis."""
+    import redis
+
+    args = [str(venv / "bin" / "rq"), "worker", "--url", redis_url, "--name", name,
+            "--logging_level", "INFO", *(extra_args or []), *queues]
+    worker = _spawn(name, args, _env(redis_url, release, fail_every, app_path))
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return _wait_for(worker, lambda: client.sismember("rq:workers", f"rq:worker:{name}"), "rq worker")
+    finally:
+        client.close()
+
+
+def start_celery_worker(redis_url: str, queues: list[str], name: str, *, venv: Path = DEV_VENV,
+                        release: str | None = None, fail_every: int | None = None, concurrency: int = 2,
+                        app_path: Path = SAMPLE_APP, events: bool = True,
+                        extra_args: list[str] | None = None) -> WorkerProcess:
+    """`celery -A sampleapp.celery_app worker -n NAME@host -Q QUEUES`; ready once it logs "ready"."""
+    nodename = name if "@" in name else f"{name}@{socket.gethostname()}"
+    args = [str(venv / "bin" / "celery"), "-A", "sampleapp.celery_app", "worker", "-n", nodename,
+            "-Q", ",".join(queues), "-c", str(concurrency), "-P", "prefork", "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip", *(["-E"] if events else []), *(extra_args or [])]
+    worker = _spawn(nodename, args, _env(redis_url, release, fail_every, app_path))
+    return _wait_for(worker, lambda: f"{nodename} ready." in worker.log(), "celery worker")
