@@ -134,14 +134,19 @@ def ping(client: redis.Redis, params: dict[str, Any]) -> None:
         raise RedisConnectionError(f"Cannot reach Redis at {target}: {exc}") from None
 
 
+def _url_auth(params: dict[str, Any]) -> str:
+    if not params.get("redis_password"):
+        return ""
+    return f"{quote(params.get('redis_username') or '', safe='')}:{quote(params['redis_password'], safe='')}@"
+
+
 def broker_url(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """A kombu broker URL and transport options equivalent to the shared options (for Celery)."""
+    db = params.get("redis_db") or 0
     if params.get("sentinel_hosts"):
-        auth = ""
-        if params.get("redis_password"):
-            auth = f"{quote(params.get('redis_username') or '', safe='')}:{quote(params['redis_password'], safe='')}@"
-        db = params.get("redis_db") or 0
-        url = ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in _sentinel_addresses(params["sentinel_hosts"]))
+        auth = _url_auth(params)
+        addresses = _sentinel_addresses(params["sentinel_hosts"])
+        url = ";".join(f"sentinel://{auth}{host}:{port}/{db}" for host, port in addresses)
         options: dict[str, Any] = {"master_name": params["sentinel_service"]}
         if params.get("sentinel_password"):
             options["sentinel_kwargs"] = {"password": params["sentinel_password"]}
@@ -149,10 +154,8 @@ def broker_url(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if params.get("redis_url"):
         return params["redis_url"], {}
     scheme = "rediss" if params.get("redis_tls") else "redis"
-    auth = ""
-    if params.get("redis_password"):
-        auth = f"{quote(params.get('redis_username') or '', safe='')}:{quote(params['redis_password'], safe='')}@"
-    url = f"{scheme}://{auth}{params.get('redis_host') or 'localhost'}:{params.get('redis_port') or 6379}/{params.get('redis_db') or 0}"
+    host, port = params.get("redis_host") or "localhost", params.get("redis_port") or 6379
+    url = f"{scheme}://{_url_auth(params)}{host}:{port}/{db}"
     if params.get("redis_tls"):
         url += "?ssl_cert_reqs=required"
         if params.get("redis_tls_ca_path"):

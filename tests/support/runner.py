@@ -16,7 +16,7 @@ from .paths import COLLECTIONS_PATH
 
 @dataclass
 class TaskResult:
-    status: str            # ok | failed | unreachable | ...
+    status: str  # ok | failed | unreachable | ...
     result: dict[str, Any]
     stdout: str = field(repr=False, default="")
 
@@ -57,9 +57,16 @@ def _python() -> str:
     return sys.executable
 
 
-def run_playbook(playbook: str | Path, *, extravars: dict[str, Any] | None = None, check: bool = False,
-                 diff: bool = False, inventory: str | None = None, envvars: dict[str, str] | None = None,
-                 timeout: int = 600) -> ansible_runner.Runner:
+def run_playbook(
+    playbook: str | Path,
+    *,
+    extravars: dict[str, Any] | None = None,
+    check: bool = False,
+    diff: bool = False,
+    inventory: str | None = None,
+    envvars: dict[str, str] | None = None,
+    timeout: int = 600,
+) -> ansible_runner.Runner:
     private = tempfile.mkdtemp(prefix="queueops-runner-")
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
     return ansible_runner.run(
@@ -74,16 +81,19 @@ def run_playbook(playbook: str | Path, *, extravars: dict[str, Any] | None = Non
     )
 
 
-def run_module(module: str, args: dict[str, Any], *, check: bool = False, diff: bool = False,
-               envvars: dict[str, str] | None = None) -> TaskResult:
+def run_module(
+    module: str, args: dict[str, Any], *, check: bool = False, diff: bool = False, envvars: dict[str, str] | None = None
+) -> TaskResult:
     """One task with `module` and `args` on localhost; returns its registered result."""
     fqcn = module if "." in module else f"queueops.rollback.{module}"
-    play = [{
-        "name": "run one module",
-        "hosts": "localhost",
-        "gather_facts": False,
-        "tasks": [{"name": f"run {fqcn}", fqcn: args, "ignore_errors": True}],
-    }]
+    play = [
+        {
+            "name": "run one module",
+            "hosts": "localhost",
+            "gather_facts": False,
+            "tasks": [{"name": f"run {fqcn}", fqcn: args, "ignore_errors": True}],
+        }
+    ]
     workdir = Path(tempfile.mkdtemp(prefix="queueops-play-"))
     playbook = workdir / "play.yml"
     playbook.write_text(json.dumps(play))

@@ -20,7 +20,11 @@ def venv_with(name: str, requirements: list[str]) -> Path:
     if stamp.exists() and stamp.read_text() == want:
         return path
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
-    subprocess.run([str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *requirements],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", *requirements],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     stamp.write_text(want)
     return path

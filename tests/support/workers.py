@@ -78,14 +78,32 @@ def _wait_for(worker: WorkerProcess, ready, what: str, timeout: float = 30.0) ->
     raise RuntimeError(f"{what} {worker.name} not ready within {timeout} s:\n{worker.log()}")
 
 
-def start_rq_worker(redis_url: str, queues: list[str], name: str, *, venv: Path = DEV_VENV,
-                    release: str | None = None, fail_every: int | None = None,
-                    app_path: Path = SAMPLE_APP, extra_args: list[str] | None = None) -> WorkerProcess:
+def start_rq_worker(
+    redis_url: str,
+    queues: list[str],
+    name: str,
+    *,
+    venv: Path = DEV_VENV,
+    release: str | None = None,
+    fail_every: int | None = None,
+    app_path: Path = SAMPLE_APP,
+    extra_args: list[str] | None = None,
+) -> WorkerProcess:
     """`rq worker --name NAME QUEUES...`; ready once it has registered itself in Redis."""
     import redis
 
-    args = [str(venv / "bin" / "rq"), "worker", "--url", redis_url, "--name", name,
-            "--logging_level", "INFO", *(extra_args or []), *queues]
+    args = [
+        str(venv / "bin" / "rq"),
+        "worker",
+        "--url",
+        redis_url,
+        "--name",
+        name,
+        "--logging_level",
+        "INFO",
+        *(extra_args or []),
+        *queues,
+    ]
     worker = _spawn(name, args, _env(redis_url, release, fail_every, app_path))
     client = redis.Redis.from_url(redis_url)
     try:
@@ -94,14 +112,40 @@ def start_rq_worker(redis_url: str, queues: list[str], name: str, *, venv: Path 
         client.close()
 
 
-def start_celery_worker(redis_url: str, queues: list[str], name: str, *, venv: Path = DEV_VENV,
-                        release: str | None = None, fail_every: int | None = None, concurrency: int = 2,
-                        app_path: Path = SAMPLE_APP, events: bool = True,
-                        extra_args: list[str] | None = None) -> WorkerProcess:
+def start_celery_worker(
+    redis_url: str,
+    queues: list[str],
+    name: str,
+    *,
+    venv: Path = DEV_VENV,
+    release: str | None = None,
+    fail_every: int | None = None,
+    concurrency: int = 2,
+    app_path: Path = SAMPLE_APP,
+    events: bool = True,
+    extra_args: list[str] | None = None,
+) -> WorkerProcess:
     """`celery -A sampleapp.celery_app worker -n NAME@host -Q QUEUES`; ready once it logs "ready"."""
     nodename = name if "@" in name else f"{name}@{socket.gethostname()}"
-    args = [str(venv / "bin" / "celery"), "-A", "sampleapp.celery_app", "worker", "-n", nodename,
-            "-Q", ",".join(queues), "-c", str(concurrency), "-P", "prefork", "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip", *(["-E"] if events else []), *(extra_args or [])]
+    args = [
+        str(venv / "bin" / "celery"),
+        "-A",
+        "sampleapp.celery_app",
+        "worker",
+        "-n",
+        nodename,
+        "-Q",
+        ",".join(queues),
+        "-c",
+        str(concurrency),
+        "-P",
+        "prefork",
+        "--loglevel",
+        "INFO",
+        "--without-mingle",
+        "--without-gossip",
+        *(["-E"] if events else []),
+        *(extra_args or []),
+    ]
     worker = _spawn(nodename, args, _env(redis_url, release, fail_every, app_path))
     return _wait_for(worker, lambda: f"{nodename} ready." in worker.log(), "celery worker")

@@ -50,8 +50,9 @@ def test_describe_target_never_shows_the_password():
 
 
 def test_broker_url_quotes_credentials_and_keeps_tls():
-    url, options = broker_url({"redis_host": "h", "redis_port": 1, "redis_db": 2, "redis_password": "p@ss/word",
-                               "redis_tls": True})
+    url, options = broker_url(
+        {"redis_host": "h", "redis_port": 1, "redis_db": 2, "redis_password": "p@ss/word", "redis_tls": True}
+    )
     assert url == "rediss://:p%40ss%2Fword@h:1/2?ssl_cert_reqs=required"
     assert options == {}
 

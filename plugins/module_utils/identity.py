@@ -1,0 +1,91 @@
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Names: what a pool or version may be called, and how a worker's name carries its release.
+
+Worker identity convention (the roles follow it, the health gate and replay rely on it):
+an RQ worker's ``--name`` and a Celery worker's node name (the part before ``@`` of ``-n``) are
+``<pool>:<version>:<index>``, e.g. ``orders:2.4.1:3`` (RQ) or ``orders:2.4.1:3@web-1`` (Celery).
+So every failure and every heartbeat can be attributed to a pool and a release.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple
+
+NAME_MAX_LENGTH = 128
+_SEPARATOR = ":"
+_FORBIDDEN_IN_IDENTITY = (":", "@")
+
+
+class InvalidName(ValueError):
+    """A pool or version name that could escape a directory or break the worker identity."""
+
+
+def validate_name(value: object, what: str) -> str:
+    """Return ``value`` if it is safe as a single path component and identity field, else raise.
+
+    Refused: empty, ``.``/``..`` or any ``..`` sequence, ``/`` or ``\\``, NUL and other control
+    characters, ``:`` and ``@`` (they delimit the worker identity), leading ``-`` or ``.``, and more
+    than NAME_MAX_LENGTH characters.
+    """
+    if not isinstance(value, str) or not value:
+        raise InvalidName(f"{what} must be a non-empty string")
+    if len(value) > NAME_MAX_LENGTH:
+        raise InvalidName(f"{what} {value[:32]!r}... is longer than {NAME_MAX_LENGTH} characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise InvalidName(f"{what} {value!r} contains a control character")
+    if "/" in value or "\\" in value or ".." in value:
+        raise InvalidName(f"{what} {value!r} must not contain '/', '\\' or '..'")
+    for ch in _FORBIDDEN_IN_IDENTITY:
+        if ch in value:
+            raise InvalidName(f"{what} {value!r} must not contain {ch!r} (it delimits worker names)")
+    if value[0] in "-." or value.strip() != value:
+        raise InvalidName(f"{what} {value!r} must not start with '-' or '.' or have surrounding spaces")
+    return value
+
+
+class WorkerIdentity(NamedTuple):
+    pool: str
+    version: str
+    index: str
+
+
+def worker_name(pool: str, version: str, index: int | str) -> str:
+    """The RQ worker name, or the Celery node name without ``@host``."""
+    return _SEPARATOR.join((validate_name(pool, "pool"), validate_name(version, "version"), str(index)))
+
+
+def parse_worker_name(name: str | bytes) -> WorkerIdentity | None:
+    """Pool, version and index from an RQ worker name or a Celery hostname; None if not ours."""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    node = name.split("@", 1)[0]
+    parts = node.split(_SEPARATOR)
+    if len(parts) != 3 or not all(parts):
+        return None
+    return WorkerIdentity(*parts)
+
+
+def worker_matches(
+    name: str | bytes, *, pool: str | None = None, version: str | None = None, pattern: str | None = None
+) -> bool:
+    """Whether a worker belongs to a pool and/or release, or matches a shell-style name pattern."""
+    if isinstance(name, bytes):
+        name = name.decode(errors="replace")
+    if pattern is not None:
+        from fnmatch import fnmatchcase
+
+        return fnmatchcase(name, pattern) or fnmatchcase(name.split("@", 1)[0], pattern)
+    identity = parse_worker_name(name)
+    if identity is None:
+        return False
+    return (pool is None or identity.pool == pool) and (version is None or identity.version == version)
+
+
+_VERSION_SORT = re.compile(r"(\d+)")
+
+
+def version_sort_key(version: str) -> list:
+    """Natural order for display only (1.10 after 1.9); history, never this, picks rollback targets."""
+    return [int(part) if part.isdigit() else part for part in _VERSION_SORT.split(version)]
