@@ -1,0 +1,244 @@
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Everything the collection knows about RQ's Redis layout, for RQ 1.x (1.16) and 2.x.
+
+Read with plain Redis commands (never by unpickling job data), so a module needs only redis-py.
+
+Key layout (identical in 1.16 and 2.x unless noted):
+
+- ``rq:queues``                      set of queue keys (``rq:queue:<name>``)
+- ``rq:queue:<name>``                list of job ids waiting; workers BLPOP (several queues) or
+                                     BLMOVE (2.x, one queue, Redis >= 6.2) from it
+- ``rq:queue:<name>:intermediate``   2.x only: where BLMOVE parks a job id until the worker took it
+- ``rq:wip:<name>``                  started registry (zset, score = expiry); members are
+                                     ``<job_id>:<execution_id>`` in 2.x and ``<job_id>`` in 1.x
+- ``rq:failed|finished|scheduled|deferred|canceled:<name>``  the other registries (zsets)
+- ``rq:job:<id>``                    job hash (status, origin, worker_name, ...)
+- ``rq:workers``                     set of worker keys ``rq:worker:<name>``;
+  ``rq:workers:<queue>``             the same per queue
+- ``rq:worker:<name>``               worker hash: queues, state, hostname, pid, birth,
+                                     last_heartbeat, current_job, version, death (when dead)
+- ``rq:suspended``                   when it exists, every worker of this Redis db stops taking
+                                     jobs at its next check (global: RQ has no per-queue suspend)
+
+Every worker names its main connection after itself (``CLIENT SETNAME <worker name>``), which is
+how a worker blocked in its dequeue is found in ``CLIENT LIST``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+QUEUES_KEY = "rq:queues"
+QUEUE_PREFIX = "rq:queue:"
+WORKERS_KEY = "rq:workers"
+WORKER_PREFIX = "rq:worker:"
+JOB_PREFIX = "rq:job:"
+SUSPENDED_KEY = "rq:suspended"
+
+REGISTRY_TEMPLATES = {
+    "started": "rq:wip:{0}",
+    "failed": "rq:failed:{0}",
+    "finished": "rq:finished:{0}",
+    "scheduled": "rq:scheduled:{0}",
+    "deferred": "rq:deferred:{0}",
+    "canceled": "rq:canceled:{0}",
+}
+
+#: Redis commands an idle RQ worker blocks in, as CLIENT LIST shows them.
+BLOCKING_DEQUEUE_COMMANDS = frozenset({"blpop", "blmove", "brpoplpush"})
+
+# RQ 2.x execution ids are uuid4().hex; RQ 2.x job ids may not contain ':'.
+_EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
+
+
+def queue_key(queue: str) -> str:
+    return f"{QUEUE_PREFIX}{queue}"
+
+
+def intermediate_queue_key(queue: str) -> str:
+    return f"{QUEUE_PREFIX}{queue}:intermediate"
+
+
+def registry_key(kind: str, queue: str) -> str:
+    return REGISTRY_TEMPLATES[kind].format(queue)
+
+
+def started_registry_key(queue: str) -> str:
+    return registry_key("started", queue)
+
+
+def job_key(job_id: str) -> str:
+    return f"{JOB_PREFIX}{job_id}"
+
+
+def worker_key(name: str) -> str:
+    return f"{WORKER_PREFIX}{name}"
+
+
+def queue_workers_key(queue: str) -> str:
+    return f"rq:workers:{queue}"
+
+
+def parse_started_member(member: str | bytes) -> tuple[str, str | None]:
+    """``(job_id, execution_id)`` of a started-registry member: 2.x ``<job>:<exec>``, 1.x ``<job>``."""
+    text = _text(member)
+    job_id, sep, execution = text.rpartition(":")
+    if sep and job_id and _EXECUTION_ID.fullmatch(execution):
+        return job_id, execution
+    return text, None
+
+
+def parse_rq_time(value: str | bytes | None) -> datetime | None:
+    """RQ's ``utcformat`` timestamps (``2024-01-02T03:04:05.123456Z``) as aware datetimes."""
+    text = _text(value)
+    if not text:
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)  # noqa: UP017 - Python 3.9 on targets
+        except ValueError:
+            continue
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)  # noqa: UP017 - Python 3.9 on targets
+
+
+@dataclass
+class StartedEntry:
+    """One job in a started registry: who runs it, since when (None when the job hash is gone)."""
+
+    job_id: str
+    execution_id: str | None
+    queue: str
+    worker: str | None = None
+    started_at: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.job_id,
+            "execution_id": self.execution_id,
+            "queue": self.queue,
+            "worker": self.worker,
+            "started_at": self.started_at,
+        }
+
+
+def started_entries(client, queues: list[str]) -> list[StartedEntry]:
+    """Jobs in the started registries of ``queues`` (both layouts), with their worker from the job hash."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zrange(started_registry_key(queue), 0, -1)
+        members_per_queue = pipe.execute()
+    entries = [
+        StartedEntry(*parse_started_member(member), queue=queue)
+        for queue, members in zip(queues, members_per_queue)  # noqa: B905 - Python 3.9
+        for member in members
+    ]
+    if entries:
+        with client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.hmget(job_key(entry.job_id), "worker_name", "started_at")
+            for entry, (worker, started_at) in zip(entries, pipe.execute()):  # noqa: B905 - Python 3.9 on targets
+                entry.worker = _text(worker) or None
+                entry.started_at = _text(started_at) or None
+    return entries
+
+
+@dataclass
+class RQWorker:
+    """A registered RQ worker as its hash describes it."""
+
+    name: str
+    queues: list[str]
+    state: str
+    hostname: str | None
+    pid: int | None
+    last_heartbeat: datetime | None
+    birth: datetime | None
+    current_job: str | None
+    version: str | None
+    dead: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
+
+        identity = parse_worker_name(self.name)
+        return {
+            "name": self.name,
+            "host": self.hostname,
+            "pid": self.pid,
+            "state": self.state,
+            "queues": self.queues,
+            "pool": identity.pool if identity else None,
+            "release": identity.version if identity else None,
+            "last_heartbeat": self.last_heartbeat.isoformat() if self.last_heartbeat else None,
+            "birth": self.birth.isoformat() if self.birth else None,
+            "current_job": self.current_job,
+            "rq_version": self.version,
+        }
+
+
+def _worker_from_hash(name: str, data: dict) -> RQWorker:
+    fields = {_text(k): _text(v) for k, v in data.items()}
+    pid = fields.get("pid", "")
+    return RQWorker(
+        name=name,
+        queues=[q for q in fields.get("queues", "").split(",") if q],
+        state=fields.get("state", "") or "unknown",
+        hostname=fields.get("hostname") or None,
+        pid=int(pid) if pid.isdigit() else None,
+        last_heartbeat=parse_rq_time(fields.get("last_heartbeat")),
+        birth=parse_rq_time(fields.get("birth")),
+        current_job=fields.get("current_job") or None,
+        version=fields.get("version") or None,
+        dead=bool(fields.get("death")),
+        extra=fields,
+    )
+
+
+def list_workers(client, queues: list[str] | None = None) -> list[RQWorker]:
+    """Registered, not dead workers (``rq:workers`` + their hashes); only those on ``queues`` if given."""
+    keys = sorted(_text(k) for k in client.smembers(WORKERS_KEY))
+    if not keys:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hgetall(key)
+        hashes = pipe.execute()
+    workers = []
+    for key, data in zip(keys, hashes):  # noqa: B905 - Python 3.9 on targets
+        if not data:  # expired hash still listed in the set: the worker died without unregistering
+            continue
+        worker = _worker_from_hash(key[len(WORKER_PREFIX) :], data)
+        if worker.dead:
+            continue
+        if queues is not None and not set(worker.queues) & set(queues):
+            continue
+        workers.append(worker)
+    return workers
+
+
+def blocked_dequeue_clients(client) -> list[dict[str, Any]]:
+    """Connections blocked in BLPOP/BLMOVE/BRPOPLPUSH, as CLIENT LIST entries (``name``, ``id``, ``cmd``)."""
+    return [
+        entry
+        for entry in client.client_list()
+        if _text(entry.get("cmd")).lower() in BLOCKING_DEQUEUE_COMMANDS
+        and "b" in _text(entry.get("flags"))  # 'b' = blocked
+    ]
+
+
+# --- replay and health gate (task_requeue, rollout_check) ---
