@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# `make test`: set up what is missing, then every check, then a one-screen summary.
+# A failing stage does not stop the later ones (the summary shows them all); the exit code is
+# non-zero when any stage failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+source hack/env.sh
+logs=.cache/test-logs
+mkdir -p "$logs"
+
+stages=() results=() seconds=() details=()
+run_stage() {  # name, detail-extractor, command...
+  local name=$1 extract=$2; shift 2
+  local start=$SECONDS rc
+  printf '\n==> %s\n' "$name"
+  "$@" 2>&1 | tee "$logs/$name.log"
+  rc=${PIPESTATUS[0]}
+  stages+=("$name"); seconds+=($((SECONDS - start)))
+  results+=("$([ "$rc" = 0 ] && echo ok || echo "FAILED (rc $rc)")")
+  details+=("$($extract "$logs/$name.log")")
+  return "$rc"
+}
+none() { :; }
+pytest_counts() { grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -n1 | sed -E 's/^=+ //; s/ =+$//'; }
+molecule_counts() {
+  grep -E '^=+ .*(passed|failed).* in [0-9.]+s' "$1" | sed -E 's/^=+ //; s/ in [0-9.]+s.*//' | paste -sd';' -
+  grep -E 'Molecule executed' "$1" | sed -E 's/\x1b\[[0-9;]*m//g; s/.*Molecule executed/scenarios:/' | tail -n1
+}
+lint_counts() { grep -E '^(Passed|Failed):' "$1" | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-70; }
+sanity_counts() { echo "$(grep -c '^Running sanity test' "$1") sanity tests run"; }
+
+total_start=$SECONDS
+if ! run_stage setup none hack/bootstrap.sh; then
+  echo "set-up failed: see $logs/setup.log" >&2
+  exit 1
+fi
+run_stage ruff none bash -c 'ruff check . && ruff format --check .'
+run_stage ansible-lint lint_counts env NO_COLOR=1 ansible-lint
+run_stage sanity sanity_counts hack/sanity.sh
+run_stage build none hack/build-and-install.sh
+run_stage pytest pytest_counts python -m pytest --color=no
+run_stage molecule molecule_counts env NO_COLOR=1 molecule test --all
+
+passed=0 failed=0
+for log in "$logs/pytest.log" "$logs/molecule.log"; do
+  for kind in passed failed error; do
+    n=$(grep -E '^=+ .* in [0-9.]+s' "$log" 2>/dev/null | grep -oE "[0-9]+ $kind" | awk '{s+=$1} END {print s+0}')
+    if [ "$kind" = passed ]; then passed=$((passed + n)); else failed=$((failed + n)); fi
+  done
+done
+
+printf '\n%s\n' "================================ make test summary ================================"
+status=0
+for i in "${!stages[@]}"; do
+  printf '  %-13s %-14s %5ss  %s\n' "${stages[$i]}" "${results[$i]}" "${seconds[$i]}" "${details[$i]}"
+  [ "${results[$i]}" = ok ] || status=1
+done
+printf '  %-13s %-14s %5ss  logs in %s\n' total "$([ $status = 0 ] && echo ok || echo FAILED)" $((SECONDS - total_start)) "$logs"
+echo "tests: $passed passed, $failed failed"
+exit $status
