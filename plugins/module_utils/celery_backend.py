@@ -69,4 +69,142 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+# --- pause, resume and in-flight (queue_pause, queue_info) ---
+#
+# cancel_consumer / add_consumer change a running worker's consumers in memory only: a restarted
+# worker consumes its ``-Q`` queues again. So which workers a pause took a queue from is kept in
+# Redis (PAUSED_KEY), and resume gives the queue back to exactly those workers.
+
+PAUSED_KEY = "queueops:celery:paused"  # hash queue -> JSON list of node names that consumed it
+
+
+class CeleryControlError(Exception):
+    """A broadcast did not get the answers it needed; the message is fit for a user."""
+
+
+def _inspect(app, method: str, destination: list[str] | None, timeout: float) -> dict[str, Any]:
+    inspector = app.control.inspect(
+        destination=destination, timeout=timeout, limit=len(destination) if destination else None
+    )
+    return getattr(inspector, method)() or {}
+
+
+def consumers(app, destination: list[str] | None = None, timeout: float = DEFAULT_REPLY_TIMEOUT) -> dict[str, list]:
+    """``inspect active_queues``: node -> names of the queues it consumes (only nodes that answered)."""
+    replies = _inspect(app, "active_queues", destination, timeout)
+    return {node: sorted(q.get("name") for q in queues or []) for node, queues in replies.items()}
+
+
+def _broadcast(app, command: str, queue: str, nodes: list[str], timeout: float) -> dict[str, Any]:
+    if not nodes:
+        return {}
+    replies = app.control.broadcast(
+        command, arguments={"queue": queue}, destination=nodes, reply=True, timeout=timeout, limit=len(nodes)
+    )
+    merged: dict[str, Any] = {}
+    for reply in replies or []:
+        merged.update(reply)
+    return merged
+
+
+def cancel_consumer(app, queue: str, nodes: list[str], timeout: float = DEFAULT_REPLY_TIMEOUT) -> dict[str, Any]:
+    """Tell ``nodes`` to stop consuming ``queue``; node -> reply for the nodes that answered."""
+    return _broadcast(app, "cancel_consumer", queue, nodes, timeout)
+
+
+def add_consumer(app, queue: str, nodes: list[str], timeout: float = DEFAULT_REPLY_TIMEOUT) -> dict[str, Any]:
+    """Tell ``nodes`` to consume ``queue`` again; node -> reply for the nodes that answered."""
+    return _broadcast(app, "add_consumer", queue, nodes, timeout)
+
+
+def paused_records(client, queues: list[str] | None = None) -> dict[str, list[str]]:
+    """queue -> nodes a pause took it from (kept until resume)."""
+    import json
+
+    raw = client.hgetall(PAUSED_KEY)
+    records = {_text(k): json.loads(_text(v)) for k, v in raw.items()}
+    return {q: n for q, n in records.items() if queues is None or q in queues}
+
+
+def record_paused(client, queue: str, nodes: list[str]) -> None:
+    import json
+
+    known = paused_records(client, [queue]).get(queue, [])
+    client.hset(PAUSED_KEY, queue, json.dumps(sorted(set(known) | set(nodes))))
+
+
+def forget_paused(client, queue: str) -> None:
+    client.hdel(PAUSED_KEY, queue)
+
+
+def _task_queue(delivery_info: dict[str, Any]) -> str:
+    return delivery_info.get("routing_key") or delivery_info.get("exchange") or ""
+
+
+def worker_tasks(app, queues: list[str], destination: list[str] | None, timeout: float) -> list[dict[str, Any]]:
+    """``inspect active`` + ``reserved`` for ``queues``: one dict per task (id, name, queue, worker, state)."""
+    tasks = []
+    for method, state in (("active", "active"), ("reserved", "reserved")):
+        for node, entries in _inspect(app, method, destination, timeout).items():
+            for entry in entries or []:
+                queue = _task_queue(entry.get("delivery_info") or {})
+                if queue in queues:
+                    tasks.append(
+                        {
+                            "id": entry.get("id"),
+                            "name": entry.get("name"),
+                            "queue": queue,
+                            "worker": node,
+                            "state": state,
+                        }
+                    )
+    return tasks
+
+
+def unacked_tasks(client, queues: list[str]) -> list[dict[str, Any]]:
+    """Entries of the transport's ``unacked`` hash for ``queues`` (messages a worker holds)."""
+    import json
+
+    tasks = []
+    for tag, raw in client.hgetall(UNACKED_KEY).items():
+        try:
+            message, exchange, routing_key = json.loads(_text(raw))
+        except (ValueError, TypeError):
+            continue
+        queue = _text(routing_key) or _text(exchange)
+        if queue not in queues:
+            continue
+        headers = (message or {}).get("headers") or {}
+        tasks.append(
+            {
+                "id": headers.get("id") or _text(tag),
+                "name": headers.get("task"),
+                "queue": queue,
+                "worker": None,
+                "state": "unacked",
+            }
+        )
+    return tasks
+
+
+def in_flight(
+    app, client, queues: list[str], destination: list[str] | None = None, timeout: float = DEFAULT_REPLY_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Tasks in flight on ``queues``, one entry per task id: workers' view first, then the unacked hash."""
+    by_id: dict[str, dict[str, Any]] = {}
+    for task in worker_tasks(app, queues, destination, timeout) + unacked_tasks(client, queues):
+        by_id.setdefault(task["id"], task)
+    return sorted(by_id.values(), key=lambda t: (t["queue"], str(t["id"])))
+
+
+def queue_depth(client, queue: str) -> int:
+    """Messages waiting: kombu keeps one list per queue, plus one per priority step when priorities are on."""
+    total = 0
+    for key in client.scan_iter(match=f"{queue}*", count=1000, _type="list"):
+        name = _text(key)
+        if name == queue or (name.startswith(f"{queue}\x06\x16") and name[len(queue) + 2 :].isdigit()):
+            total += int(client.llen(key))
+    return total
+
+
 # --- replay and health gate (task_requeue, rollout_check) ---

@@ -241,4 +241,183 @@ def blocked_dequeue_clients(client) -> list[dict[str, Any]]:
     ]
 
 
+# --- pause, wake-up and drain (queue_pause, queue_info) ---
+#
+# Why a wake-up job and not CLIENT UNBLOCK: an idle worker sits in
+# ``dequeue_job_and_maintain_ttl``, a loop that only returns with a job. ``rq:suspended`` is read
+# before that loop, never inside it. ``CLIENT UNBLOCK <id> TIMEOUT`` makes BLPOP/BLMOVE return
+# nil: RQ raises DequeueTimeout, loops and blocks again, still blind to the flag. ``CLIENT UNBLOCK
+# <id> ERROR`` raises ResponseError, which RQ treats as unhandled: the worker quits. (Measured with
+# RQ 2.12 and 1.16.) So the pause hands every idle worker of the queues one no-op job pushed at the
+# head of its queue: the worker runs it (``time.time``, result_ttl 0, nothing kept), goes back to
+# the top of its loop, sees ``rq:suspended`` and stops there. No job of the user can start after.
+
+WAKE_JOB_PREFIX = "queueops-wake-"
+WAKE_JOB_FUNC = "time.time"
+
+
+def is_wake_job(job_id: str) -> bool:
+    return job_id.startswith(WAKE_JOB_PREFIX)
+
+
+def utcformat(moment: datetime) -> str:
+    """RQ's timestamp format."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def suspension(client) -> dict[str, Any]:
+    """Whether ``rq:suspended`` is set, and its remaining TTL in seconds (None: no expiry)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.exists(SUSPENDED_KEY)
+        pipe.ttl(SUSPENDED_KEY)
+        exists, ttl = pipe.execute()
+    return {"suspended": bool(exists), "ttl": ttl if exists and ttl is not None and ttl >= 0 else None}
+
+
+def suspend(client, ttl: int | None = None) -> bool:
+    """Set ``rq:suspended`` (with expiry ``ttl`` seconds); False if it was already set (left as it is)."""
+    return bool(client.set(SUSPENDED_KEY, 1, ex=ttl or None, nx=True))
+
+
+def resume(client) -> bool:
+    """Delete ``rq:suspended``; True if it existed."""
+    return bool(client.delete(SUSPENDED_KEY))
+
+
+def push_wake_job(client, queue: str) -> str:
+    """Put a no-op job (default pickle serializer) at the head of ``queue``; returns its id."""
+    import pickle
+    import uuid
+    import zlib
+
+    job_id = f"{WAKE_JOB_PREFIX}{uuid.uuid4().hex}"
+    stamp = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+    data = zlib.compress(pickle.dumps((WAKE_JOB_FUNC, None, (), {}), protocol=4))
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(
+            job_key(job_id),
+            mapping={
+                "created_at": stamp,
+                "enqueued_at": stamp,
+                "data": data,
+                "description": "queueops.rollback queue_pause wake-up (no-op)",
+                "origin": queue,
+                "timeout": 60,
+                "result_ttl": 0,
+                "failure_ttl": 60,
+                "status": "queued",
+            },
+        )
+        pipe.expire(job_key(job_id), 600)
+        pipe.lpush(queue_key(queue), job_id)
+        pipe.execute()
+    return job_id
+
+
+def remove_wake_jobs(client, placed: dict[str, str]) -> int:
+    """Take back wake-up jobs no worker took (``placed`` = job id -> queue); returns how many."""
+    if not placed:
+        return 0
+    with client.pipeline(transaction=True) as pipe:
+        for job_id, queue in placed.items():
+            pipe.lrem(queue_key(queue), 0, job_id)
+        removed = pipe.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for job_id, queue in placed.items():
+            pipe.lrem(intermediate_queue_key(queue), 0, job_id)
+            pipe.delete(job_key(job_id))
+            pipe.zrem(registry_key("finished", queue), job_id)
+        pipe.execute()
+    return sum(int(n) for n in removed)
+
+
+def live_worker_names(client) -> set[str] | None:
+    """Names of the connections RQ workers named after themselves; None if CLIENT LIST is refused."""
+    import redis
+
+    try:
+        return {_text(entry.get("name")) for entry in client.client_list() if entry.get("name")}
+    except redis.ResponseError:
+        return None
+
+
+def _idle_live_workers(client, queues: list[str]) -> list[RQWorker]:
+    names = live_worker_names(client)
+    return [
+        w for w in list_workers(client, queues) if w.state == "idle" and (names is None or not names or w.name in names)
+    ]
+
+
+def settle_suspension(client, queues: list[str], timeout: float = 10.0, poll: float = 0.02) -> dict[str, Any]:
+    """After ``suspend``: wake every idle worker of ``queues`` until none waits in its dequeue.
+
+    Returns ``woken`` (worker names handed a wake-up job), ``leftover_wake_jobs`` (taken back) and
+    ``still_idle`` (workers still waiting at the timeout: the pause is not proven for them).
+    """
+    import time
+
+    placed: dict[str, str] = {}
+    woken: set[str] = set()
+    last_push: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    still_idle: list[RQWorker] = []
+    quiet_rounds = 0
+    try:
+        while True:
+            still_idle = _idle_live_workers(client, queues)
+            if not still_idle:
+                quiet_rounds += 1
+                if quiet_rounds >= 2:  # two looks in a row: no worker between a job and its suspension check
+                    break
+                time.sleep(poll)
+                continue
+            quiet_rounds = 0
+            if time.monotonic() > deadline:
+                break
+            now_ = time.monotonic()
+            for worker in still_idle:
+                if now_ - last_push.get(worker.name, -1e9) < 0.5:
+                    continue  # its wake-up job is on the way; give it time to be taken
+                target = next((q for q in worker.queues if q in queues), worker.queues[0])
+                placed[push_wake_job(client, target)] = target
+                woken.add(worker.name)
+                last_push[worker.name] = now_
+            time.sleep(poll)
+    finally:
+        leftover = remove_wake_jobs(client, placed)
+    return {
+        "woken": sorted(woken),
+        "wake_jobs": len(placed),
+        "leftover_wake_jobs": leftover,
+        "still_idle": sorted(w.name for w in still_idle),
+    }
+
+
+def in_flight(client, queues: list[str]) -> list[StartedEntry]:
+    """What runs on ``queues`` now: their started registries, without our wake-up jobs."""
+    return [entry for entry in started_entries(client, queues) if not is_wake_job(entry.job_id)]
+
+
+def queue_counts(client, queue: str) -> dict[str, int]:
+    """Depth and registry sizes of one queue (wake-up jobs not counted)."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.llen(queue_key(queue))
+        for kind in ("started", "failed", "finished", "scheduled", "deferred", "canceled"):
+            pipe.zcard(registry_key(kind, queue))
+        depth, started, failed, finished, scheduled, deferred, canceled = pipe.execute()
+    return {
+        "depth": int(depth),
+        "started": int(started),
+        "failed": int(failed),
+        "finished": int(finished),
+        "scheduled": int(scheduled),
+        "deferred": int(deferred),
+        "canceled": int(canceled),
+    }
+
+
+def known_queues(client) -> list[str]:
+    return sorted(_text(k)[len(QUEUE_PREFIX) :] for k in client.smembers(QUEUES_KEY))
+
+
 # --- replay and health gate (task_requeue, rollout_check) ---
