@@ -1,0 +1,390 @@
+#!/usr/bin/python
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: config_snapshot
+short_description: Verified snapshots of config files and Redis keys, restored as one unit
+version_added: 0.1.0
+author: queueops.rollback maintainers (@queueops)
+description:
+  - Takes, restores, lists and deletes snapshots of what a worker pool's behaviour depends on
+    outside its code - its config files on the host and its Redis keys (routing, feature gates,
+    rate limits).
+  - A snapshot is stored on the managed host under O(root)/O(name)/<id>/ with a manifest holding
+    the sha256, size, mode and owner of every file and the type, TTL and sha256 of the C(DUMP) of
+    every key. Snapshot directories are mode 0700 and their files 0600, since they may hold secrets.
+  - Taking a snapshot whose content equals the latest one reports C(changed=false) and returns the
+    latest id.
+  - A restore verifies every checksum first; a corrupted, truncated or incomplete snapshot is
+    refused with a message naming the bad item, and nothing is changed. Files are then replaced
+    atomically (temporary file and rename, mode and owner restored) and keys are restored with
+    C(RESTORE ... REPLACE) and deleted with C(DEL) in one C(MULTI)/C(EXEC) transaction.
+options:
+  name:
+    description:
+      - Name of the snapshot set, usually the pool name. No C(/), C(..), C(:), C(@) or control characters.
+    type: str
+    required: true
+  root:
+    description: Directory on the managed host that holds the snapshots.
+    type: path
+    default: /var/lib/queueops/snapshots
+  paths:
+    description:
+      - Absolute paths to snapshot with O(state=present) - files, directories (recursively) and
+        glob patterns (C(**) matches any depth).
+      - A path that does not exist is recorded as absent; a restore removes it if it exists then.
+      - Ignored with other states; a restore uses the paths recorded in the snapshot.
+    type: list
+    elements: path
+    default: []
+  allowed_roots:
+    description:
+      - When set, every path taken or restored must lie under one of these directories (after
+        resolving symlinks of its parents); anything else is refused before any change.
+    type: list
+    elements: path
+  redis_keys:
+    description:
+      - Key patterns (Redis C(SCAN MATCH) syntax) to snapshot with O(state=present). Keys are found
+        with C(SCAN), never C(KEYS). Every type is supported, with its TTL.
+      - On restore, keys that match these patterns now but did not exist at snapshot time are deleted.
+      - When empty, the snapshot holds files only and Redis is contacted only to record the event
+        (when O(redis_url) or O(sentinel_hosts) is set).
+    type: list
+    elements: str
+    default: []
+  state:
+    description:
+      - V(present) takes a snapshot (or finds that the latest equals the current content).
+      - V(restored) puts files and keys back as in snapshot O(id) (default the latest).
+      - V(absent) deletes snapshot O(id); without O(id) it prunes to O(keep) when O(keep) is set,
+        and otherwise deletes every snapshot of O(name).
+      - V(query) lists the snapshots of O(name), newest first (only O(id) when it is set).
+    type: str
+    choices: [present, restored, absent, query]
+    default: present
+  id:
+    description:
+      - The snapshot to restore, delete or show. V(latest) or unset means the newest one
+        (for O(state=restored) and O(state=query)).
+    type: str
+  keep:
+    description:
+      - Keep this many snapshots of O(name) and delete the oldest beyond that, after taking one
+        (O(state=present)) or on its own (O(state=absent) without O(id)). At least 1.
+    type: int
+  reason:
+    description: Why the snapshot was taken (for example the release being deployed), shown by O(state=query).
+    type: str
+  keep_new_files:
+    description:
+      - On restore, keep files and directories created after the snapshot inside a snapshotted
+        directory or matching a snapshotted glob. By default they are removed, so the directory is
+        exactly as it was.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - queueops.rollback.redis
+  - queueops.rollback.attributes
+  - queueops.rollback.attributes.all
+notes:
+  - Whether a key is already as in the snapshot is decided from its value (sets and hashes compared
+    member by member) and whether it has a TTL; the TTL itself decays and is restored to the time
+    that was left when the snapshot was taken.
+  - Snapshots taken within the same second are ordered by their creation time recorded in the snapshot.
+seealso:
+  - module: queueops.rollback.worker_version
+"""
+
+EXAMPLES = r"""
+- name: Snapshot the orders pool's config and routing keys before the deploy
+  queueops.rollback.config_snapshot:
+    name: orders
+    paths:
+      - /etc/orders/
+      - /etc/systemd/system/orders-worker@.service
+    redis_keys:
+      - "orders:routing:*"
+      - "orders:feature:*"
+    redis_url: "{{ orders_redis_url }}"
+    reason: "deploy 2.4.1"
+    keep: 10
+  register: orders_snapshot
+
+- name: Put the orders config and keys back as they were before the deploy
+  queueops.rollback.config_snapshot:
+    name: orders
+    state: restored
+    id: "{{ orders_snapshot.id }}"
+    redis_url: "{{ orders_redis_url }}"
+
+- name: List the snapshots of the orders pool
+  queueops.rollback.config_snapshot:
+    name: orders
+    state: query
+  register: snapshots
+
+- name: Keep only the three newest snapshots
+  queueops.rollback.config_snapshot:
+    name: orders
+    state: absent
+    keep: 3
+"""
+
+RETURN = r"""
+id:
+  description: The snapshot taken (or found equal), restored or shown.
+  returned: when state is present or restored
+  type: str
+  sample: 20261124T101500Z-3f2a9c1d
+path:
+  description: Directory of the snapshot on the host.
+  returned: when state is present or restored
+  type: str
+  sample: /var/lib/queueops/snapshots/orders/20261124T101500Z-3f2a9c1d
+snapshot:
+  description: Summary of the snapshot taken or found equal (see RV(snapshots) for the fields).
+  returned: when state is present
+  type: dict
+previous_id:
+  description: The latest snapshot before this run, if any.
+  returned: when state is present
+  type: str
+changes:
+  description:
+    - With O(state=present), what differs from the previous snapshot - C(files_added),
+      C(files_changed), C(files_removed), C(keys_added), C(keys_changed), C(keys_removed).
+  returned: when state is present
+  type: dict
+restored:
+  description:
+    - What the restore changed (or would change in check mode) - C(dirs_created), C(files_restored),
+      C(files_metadata_fixed), C(files_removed), C(keys_restored), C(keys_deleted).
+  returned: when state is restored
+  type: dict
+  sample: {"files_restored": ["/etc/orders/app.conf"], "keys_restored": ["orders:routing:eu"], "keys_deleted": []}
+deleted:
+  description: Ids of the snapshots deleted (pruned), or that would be in check mode.
+  returned: when state is present or absent
+  type: list
+  elements: str
+snapshots:
+  description: The snapshots of O(name), newest first.
+  returned: when state is query
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: Snapshot id, sortable by time.
+      type: str
+    created:
+      description: Creation time (UTC, ISO 8601).
+      type: str
+    reason:
+      description: The O(reason) given when it was taken.
+      type: str
+    size:
+      description: Bytes used on disk.
+      type: int
+    files:
+      description: Number of files and symlinks.
+      type: int
+    dirs:
+      description: Number of directories.
+      type: int
+    keys:
+      description: Number of Redis keys.
+      type: int
+    error:
+      description: Why the snapshot's summary could not be read (it would be refused on restore).
+      type: str
+      returned: when the summary is unreadable
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - documentation comes first
+
+from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+    REDIS_MUTUALLY_EXCLUSIVE,
+    REDIS_REQUIRED_TOGETHER,
+    RedisConnectionError,
+    client_from_params,
+    connect,
+    redis_argument_spec,
+)
+
+MODULE = "config_snapshot"
+
+
+def _argument_spec() -> dict:
+    return redis_argument_spec(
+        name={"type": "str", "required": True},
+        root={"type": "path", "default": "/var/lib/queueops/snapshots"},
+        paths={"type": "list", "elements": "path", "default": []},
+        allowed_roots={"type": "list", "elements": "path"},
+        redis_keys={"type": "list", "elements": "str", "default": [], "no_log": False},
+        state={"type": "str", "choices": ["present", "restored", "absent", "query"], "default": "present"},
+        id={"type": "str"},
+        keep={"type": "int"},
+        reason={"type": "str"},
+        keep_new_files={"type": "bool", "default": False},
+    )
+
+
+class _Redis:
+    """The Redis client, made only when needed (keys to read or write) or wanted (to record the event)."""
+
+    def __init__(self, module: AnsibleModule) -> None:
+        self.module = module
+        self.client = None
+
+    def required(self):
+        if self.client is None:
+            self.client = connect(self.module)
+        return self.client
+
+    def optional(self):
+        params = self.module.params
+        if self.client is None and (params["redis_url"] or params["sentinel_hosts"] or params["redis_keys"]):
+            try:
+                self.client = client_from_params(params)
+            except RedisConnectionError as exc:
+                self.module.warn(f"event not recorded: {exc}")
+        return self.client
+
+    def record(self, action: str, **details) -> None:
+        client = self.optional()
+        if client is not None and record_event(client, MODULE, action, **details) is None:
+            self.module.warn("could not append the event to the queueops:events stream")
+
+
+def _present(module: AnsibleModule, redis: _Redis, result: dict) -> None:
+    params = module.params
+    client = redis.required() if params["redis_keys"] else None
+    taken = snap.take_snapshot(
+        params["root"],
+        params["name"],
+        params["paths"],
+        params["redis_keys"],
+        client,
+        allowed_roots=params["allowed_roots"],
+        reason=params["reason"],
+        check_mode=module.check_mode,
+    )
+    for warning in taken.warnings:
+        module.warn(warning)
+    result.update(
+        changed=taken.changed,
+        id=taken.snap_id,
+        path=taken.path,
+        snapshot=snap.public_summary(taken.summary),
+        previous_id=taken.previous_id,
+        changes=taken.changes,
+        deleted=[],
+    )
+    if taken.changed and module._diff:
+        result["diff"] = snap.take_diff(taken.previous_id, taken.changes)
+    if taken.changed and not module.check_mode:
+        redis.record("snapshot_taken", name=params["name"], id=taken.snap_id, reason=params["reason"])
+    if params["keep"] is not None:
+        existing = [item["id"] for item in snap.list_snapshots(params["root"], params["name"])]
+        if module.check_mode and taken.changed:
+            existing.append(taken.snap_id)
+        doomed = existing[: -params["keep"]] if len(existing) > params["keep"] else []
+        result["deleted"] = snap.delete_snapshots(params["root"], params["name"], doomed, check_mode=module.check_mode)
+        result["changed"] = result["changed"] or bool(result["deleted"])
+        if result["deleted"] and not module.check_mode:
+            redis.record("snapshots_pruned", name=params["name"], ids=result["deleted"])
+
+
+def _restored(module: AnsibleModule, redis: _Redis, result: dict) -> None:
+    params = module.params
+    plan = snap.plan_restore(
+        params["root"],
+        params["name"],
+        params["id"],
+        redis.required,
+        keep_new_files=params["keep_new_files"],
+        allowed_roots=params["allowed_roots"],
+    )
+    result.update(changed=plan.changed, id=plan.snap_id, path=str(plan.snapdir), restored=plan.outline())
+    if plan.changed and module._diff:
+        result["diff"] = snap.restore_diff(plan)
+    if plan.changed and not module.check_mode:
+        snap.apply_restore(plan, params["root"], params["name"], redis.client)
+        redis.record("snapshot_restored", name=params["name"], id=plan.snap_id, restored=plan.outline())
+
+
+def _absent(module: AnsibleModule, redis: _Redis, result: dict) -> None:
+    params = module.params
+    root, name = params["root"], params["name"]
+    existing = [item["id"] for item in snap.list_snapshots(root, name)]
+    if params["id"] and params["id"] != "latest":
+        snap.validate_snapshot_name(params["id"], "id")
+        doomed = [params["id"]]
+    elif params["id"] == "latest":
+        doomed = existing[-1:]
+    elif params["keep"] is not None:
+        doomed = snap.prune_ids(root, name, params["keep"])
+    else:
+        doomed = existing
+    deleted = snap.delete_snapshots(root, name, doomed, check_mode=module.check_mode)
+    result.update(changed=bool(deleted), deleted=deleted)
+    if deleted and module._diff:
+        result["diff"] = {"prepared": "".join(f"delete snapshot {name}/{snap_id}\n" for snap_id in deleted)}
+    if deleted and not module.check_mode:
+        redis.record("snapshots_deleted", name=name, ids=deleted)
+
+
+def _query(module: AnsibleModule, result: dict) -> None:
+    params = module.params
+    listed = snap.list_snapshots(params["root"], params["name"])
+    if params["id"]:
+        wanted = snap.resolve_id(params["root"], params["name"], params["id"])
+        listed = [item for item in listed if item["id"] == wanted]
+    result["snapshots"] = [snap.public_summary(item) for item in reversed(listed)]
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec=_argument_spec(),
+        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
+        required_together=REDIS_REQUIRED_TOGETHER,
+        supports_check_mode=True,
+    )
+    params = module.params
+    result: dict = {"changed": False}
+    if params["keep"] is not None and params["keep"] < 1:
+        module.fail_json(msg=f"keep must be at least 1, got {params['keep']}")
+    redis = _Redis(module)
+    try:
+        snap.validate_snapshot_name(params["name"])
+        if params["state"] == "present":
+            _present(module, redis, result)
+        elif params["state"] == "restored":
+            _restored(module, redis, result)
+        elif params["state"] == "absent":
+            _absent(module, redis, result)
+        else:
+            _query(module, result)
+    except snap.SnapshotError as exc:
+        module.fail_json(msg=str(exc), **result)
+    except snap.LockHeld as exc:
+        module.fail_json(msg=str(exc), **result)
+    except snap.RedisError as exc:
+        module.fail_json(msg=f"Redis failed during {params['state']} of snapshot {params['name']}: {exc}", **result)
+    except OSError as exc:
+        module.fail_json(msg=f"{params['state']} of snapshot {params['name']} failed: {exc}", **result)
+    module.exit_json(**result)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,437 @@
+"""Snapshots of files and Redis keys: taken, verified, restored, listed, pruned (real files, real Redis)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
+
+PATTERNS = ["app:*"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def tree_state(top: Path) -> dict[str, tuple]:
+    """Everything a restore could change under ``top``: type, mode, owner, content or link target."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for entry in [*dirnames, *filenames]:
+            path = Path(dirpath, entry)
+            st = path.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                body = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st.st_mode):
+                body = ("dir",)
+            else:
+                body = ("file", path.read_bytes())
+            state[str(path.relative_to(top))] = (*body, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    return state
+
+
+def key_dumps(client) -> dict[bytes, tuple]:
+    """DUMP and TTL presence of every key: any write to a key shows up here."""
+    return {name: (client.dump(name), client.pttl(name) > 0) for name in sorted(client.scan_iter(count=1000))}
+
+
+def key_values(client) -> dict[bytes, object]:
+    """Logical values of the app keys (encoding independent)."""
+    values = {}
+    for name in sorted(client.scan_iter(match="app:*")):
+        kind = client.type(name).decode()
+        if kind == "string":
+            values[name] = client.get(name)
+        elif kind == "hash":
+            values[name] = client.hgetall(name)
+        elif kind == "list":
+            values[name] = client.lrange(name, 0, -1)
+        elif kind == "set":
+            values[name] = client.smembers(name)
+        elif kind == "zset":
+            values[name] = client.zrange(name, 0, -1, withscores=True)
+        elif kind == "stream":
+            groups = [(g["name"], g["last-delivered-id"], g["pending"]) for g in client.xinfo_groups(name)]
+            values[name] = (client.xrange(name), groups)
+    return values
+
+
+@pytest.fixture
+def etc(tmp_path: Path) -> Path:
+    """A config tree: text, binary, nested dirs, a symlink, a file owned by uid 1234, an odd mode."""
+    top = tmp_path / "etc"
+    (top / "app" / "conf.d" / "deep").mkdir(parents=True)
+    (top / "app" / "app.conf").write_text("workers = 4\nqueues = orders,emails\n")
+    (top / "app" / "conf.d" / "limits.conf").write_text("rate = 10/s\n")
+    (top / "app" / "conf.d" / "deep" / "secret.env").write_text("TOKEN=abc\n")
+    os.chmod(top / "app" / "conf.d" / "deep" / "secret.env", 0o640)
+    os.chown(top / "app" / "conf.d" / "deep" / "secret.env", 1234, 1234)
+    os.chmod(top / "app" / "conf.d", 0o750)
+    (top / "app" / "blob.bin").write_bytes(bytes(range(256)) * 4)
+    os.symlink("app.conf", top / "app" / "current.conf")
+    (top / "unit.service").write_text("[Service]\nExecStart=/bin/true\n")
+    return top
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "snapshots")
+
+
+def seed_keys(client) -> None:
+    client.set("app:gate:new-router", "on", px=600_000)
+    client.set("app:counter", 42)
+    client.hset("app:routing", mapping={f"task{i}": f"queue{i % 3}" for i in range(200)})  # hashtable encoding
+    client.expire("app:routing", 900)
+    client.rpush("app:list", "a", "b", "c")
+    client.sadd("app:set", *[f"m{i}" for i in range(100)])
+    client.sadd("app:small-set", "x", "y")
+    client.zadd("app:limits", {"orders": 10, "emails": 2.5})
+    client.pexpire("app:limits", 700_000)
+    client.xadd("app:stream", {"event": "one"})
+    client.xadd("app:stream", {"event": "two"})
+    client.xgroup_create("app:stream", "workers", id="0")
+    client.xreadgroup("workers", "c1", {"app:stream": ">"}, count=1)
+    client.set("other:untouched", "keep me")
+
+
+def take(store: str, etc: Path, client=None, **kwargs) -> snap.TakeResult:
+    patterns = PATTERNS if client is not None else []
+    return snap.take_snapshot(
+        store, "orders", [str(etc / "app"), str(etc / "unit.service")], patterns, client, **kwargs
+    )
+
+
+def restore(store: str, client=None, snap_id=None, **kwargs) -> snap.RestorePlan:
+    plan = snap.plan_restore(store, "orders", snap_id, (lambda: client) if client is not None else None, **kwargs)
+    snap.apply_restore(plan, store, "orders", client)
+    return plan
+
+
+# ---------------------------------------------------------------------------------- round trip
+
+
+def test_round_trip_restores_content_mode_owner_nested_dirs_deleted_and_added_files(etc, store):
+    before = tree_state(etc)
+    taken = take(store, etc)
+    assert taken.changed and taken.summary["files"] == 6 and taken.summary["dirs"] == 3
+
+    (etc / "app" / "app.conf").write_text("workers = 1\n")
+    os.chmod(etc / "app" / "app.conf", 0o666)
+    os.chown(etc / "app" / "conf.d" / "deep" / "secret.env", 0, 0)
+    (etc / "app" / "conf.d" / "limits.conf").unlink()
+    (etc / "app" / "conf.d" / "deep" / "secret.env").unlink()
+    (etc / "app" / "conf.d" / "deep").rmdir()
+    (etc / "app" / "blob.bin").write_bytes(b"\0garbage")
+    (etc / "app" / "current.conf").unlink()
+    os.symlink("elsewhere.conf", etc / "app" / "current.conf")
+    (etc / "app" / "added.conf").write_text("new = 1\n")
+    (etc / "app" / "new-dir" / "inner").mkdir(parents=True)
+    (etc / "app" / "new-dir" / "inner" / "x.conf").write_text("x\n")
+    (etc / "unit.service").unlink()
+
+    plan = restore(store)
+
+    assert tree_state(etc) == before
+    assert set(plan.outline()["files_removed"]) == {
+        str(etc / "app" / "added.conf"),
+        str(etc / "app" / "new-dir"),
+        str(etc / "app" / "new-dir" / "inner"),
+        str(etc / "app" / "new-dir" / "inner" / "x.conf"),
+    }
+    assert (etc / "app" / "conf.d" / "deep" / "secret.env").stat().st_uid == 1234
+
+
+def test_keep_new_files_leaves_files_created_after_the_snapshot(etc, store):
+    take(store, etc)
+    (etc / "app" / "added.conf").write_text("new = 1\n")
+    (etc / "app" / "app.conf").write_text("changed\n")
+    plan = restore(store, keep_new_files=True)
+    assert (etc / "app" / "added.conf").read_text() == "new = 1\n"
+    assert (etc / "app" / "app.conf").read_text().startswith("workers = 4")
+    assert plan.outline()["files_removed"] == []
+
+
+def test_round_trip_restores_every_redis_type_with_its_ttl(etc, store, redis_client):
+    seed_keys(redis_client)
+    expected = key_values(redis_client)
+    taken = take(store, etc, redis_client)
+    assert taken.summary["keys"] == 8  # other:untouched is not matched
+
+    redis_client.set("app:gate:new-router", "off")  # value changed, TTL dropped
+    redis_client.incr("app:counter")
+    redis_client.hset("app:routing", "task7", "elsewhere")
+    redis_client.persist("app:routing")
+    redis_client.delete("app:list")
+    redis_client.srem("app:set", "m3")
+    redis_client.zadd("app:limits", {"orders": 99})
+    redis_client.xadd("app:stream", {"event": "three"})
+    redis_client.set("app:added-later", "x")
+    redis_client.set("other:untouched", "still mine")
+
+    plan = restore(store, redis_client)
+
+    assert key_values(redis_client) == expected
+    assert redis_client.exists("app:added-later") == 0
+    assert redis_client.get("other:untouched") == b"still mine"
+    assert 0 < redis_client.pttl("app:gate:new-router") <= 600_000
+    assert 0 < redis_client.pttl("app:routing") <= 900_000
+    assert 0 < redis_client.pttl("app:limits") <= 700_000
+    assert redis_client.pttl("app:counter") == -1
+    assert redis_client.pttl("app:list") == -1
+    assert plan.outline()["keys_deleted"] == ["app:added-later"]
+    assert set(plan.outline()["keys_restored"]) == {
+        "app:gate:new-router", "app:counter", "app:routing", "app:list", "app:set", "app:limits", "app:stream",
+    }  # fmt: skip
+
+
+def test_binary_key_names_round_trip(store, redis_client):
+    name = b"app:\xff\xfe-raw"
+    redis_client.set(name, b"\x00\x01")
+    snap.take_snapshot(store, "orders", [], PATTERNS, redis_client)
+    redis_client.set(name, b"changed")
+    restore(store, redis_client)
+    assert redis_client.get(name) == b"\x00\x01"
+
+
+def test_snapshot_directories_and_files_are_readable_by_root_only(etc, store, redis_client):
+    seed_keys(redis_client)
+    taken = take(store, etc, redis_client)
+    for dirpath, dirnames, filenames in os.walk(store):
+        for dirname in dirnames:
+            assert stat.S_IMODE(os.stat(Path(dirpath, dirname)).st_mode) == 0o700, dirname
+        for filename in filenames:
+            if filename != ".lock":
+                assert stat.S_IMODE(os.stat(Path(dirpath, filename)).st_mode) == 0o600, filename
+    manifest = json.loads(Path(taken.path, "manifest.json").read_text())
+    secret = next(e for e in manifest["entries"] if e["path"].endswith("secret.env"))
+    assert (secret["mode"], secret["uid"], secret["gid"], secret["size"]) == (0o640, 1234, 1234, 10)
+    assert secret["relative"] == "app/conf.d/deep/secret.env"
+    assert {k["name"]: (k["type"], k["ttl_ms"] > 0) for k in manifest["keys"]}["app:routing"] == ("hash", True)
+
+
+# --------------------------------------------------------------------------------- idempotence
+
+
+def test_taking_unchanged_content_returns_the_latest_id_unchanged(etc, store, redis_client):
+    seed_keys(redis_client)
+    first = take(store, etc, redis_client)
+    time.sleep(0.01)  # TTLs decay between the two: that is not a change
+    again = take(store, etc, redis_client)
+    assert (again.changed, again.snap_id) == (False, first.snap_id)
+    assert len(snap.list_snapshots(store, "orders")) == 1
+
+    redis_client.hset("app:routing", "task1", "other")
+    changed = take(store, etc, redis_client, reason="deploy 2.4.1")
+    assert changed.changed and changed.snap_id != first.snap_id
+    assert changed.changes["keys_changed"] == ["app:routing"]
+    assert changed.summary["reason"] == "deploy 2.4.1"
+
+
+def test_restore_of_what_is_in_place_changes_nothing(etc, store, redis_client):
+    seed_keys(redis_client)
+    take(store, etc, redis_client)
+    # Hash-table encoded sets and hashes DUMP differently after RESTORE: still "in place".
+    assert not snap.plan_restore(store, "orders", None, lambda: redis_client).changed
+    redis_client.hset("app:routing", "task1", "other")
+    (etc / "app" / "app.conf").write_text("changed\n")
+    assert restore(store, redis_client).changed
+    again = snap.plan_restore(store, "orders", None, lambda: redis_client)
+    assert not again.changed, again.outline()
+
+
+def test_owner_only_change_is_fixed_without_rewriting_the_file(etc, store):
+    take(store, etc)
+    target = etc / "app" / "app.conf"
+    inode = target.stat().st_ino
+    os.chown(target, 1234, 1234)
+    plan = restore(store)
+    assert plan.outline()["files_metadata_fixed"] == [str(target)]
+    assert plan.outline()["files_restored"] == []
+    assert (target.stat().st_uid, target.stat().st_ino) == (0, inode)
+
+
+# ----------------------------------------------------------------------------------- corruption
+
+
+def _flip_file_blob(snapdir: Path) -> str:
+    blob = sorted((snapdir / "files").iterdir())[0]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+    return "has sha256"
+
+
+def _truncate_keys(snapdir: Path) -> str:
+    blob = snapdir / "keys.bin"
+    blob.write_bytes(blob.read_bytes()[:-7])
+    return "keys.bin has"
+
+
+def _truncate_file_blob(snapdir: Path) -> str:
+    blob = max((snapdir / "files").iterdir(), key=lambda p: p.stat().st_size)
+    blob.write_bytes(blob.read_bytes()[:10])
+    return "has 10 bytes, expected 1024"
+
+
+def _remove_manifest(snapdir: Path) -> str:
+    (snapdir / "manifest.json").unlink()
+    return "manifest.json is missing"
+
+
+def _edit_manifest(snapdir: Path) -> str:
+    path = snapdir / "manifest.json"
+    path.write_text(path.read_text().replace('"ttl_ms": 0', '"ttl_ms": 1', 1))
+    return "manifest.json has sha256"
+
+
+def _flip_key_payload(snapdir: Path) -> str:
+    blob = snapdir / "keys.bin"
+    data = bytearray(blob.read_bytes())
+    data[5] ^= 0x40
+    blob.write_bytes(bytes(data))
+    return "the DUMP of key app:"
+
+
+@pytest.mark.parametrize(
+    "corrupt", [_flip_file_blob, _truncate_file_blob, _truncate_keys, _flip_key_payload, _remove_manifest,
+                _edit_manifest],
+)  # fmt: skip
+def test_corrupted_snapshot_is_refused_and_nothing_changes(etc, store, redis_client, corrupt):
+    seed_keys(redis_client)
+    taken = take(store, etc, redis_client)
+    (etc / "app" / "app.conf").write_text("drifted\n")
+    (etc / "app" / "added.conf").write_text("new\n")
+    redis_client.set("app:counter", 7)
+    redis_client.set("app:added-later", "x")
+    expected_message = corrupt(Path(taken.path))
+    files_before, keys_before = tree_state(etc), key_dumps(redis_client)
+
+    with pytest.raises(snap.CorruptSnapshot) as raised:
+        snap.plan_restore(store, "orders", None, lambda: redis_client)
+
+    assert f"snapshot orders/{taken.snap_id} is corrupt" in str(raised.value)
+    assert expected_message in str(raised.value)
+    assert tree_state(etc) == files_before
+    assert key_dumps(redis_client) == keys_before
+
+
+def test_half_written_snapshot_is_never_listed(etc, store):
+    taken = take(store, etc)
+    (Path(store) / "orders" / ".tmp-crashed").mkdir()
+    assert [item["id"] for item in snap.list_snapshots(store, "orders")] == [taken.snap_id]
+    assert snap.resolve_id(store, "orders", None) == taken.snap_id
+
+
+# ------------------------------------------------------------------------------ listing, pruning
+
+
+def test_listing_and_pruning_keep_the_newest(etc, store):
+    ids = []
+    for n in range(4):
+        (etc / "app" / "app.conf").write_text(f"version {n}\n")
+        ids.append(take(store, etc, reason=f"r{n}").snap_id)
+    listed = snap.list_snapshots(store, "orders")
+    assert [item["id"] for item in listed] == ids
+    assert [item["reason"] for item in listed] == ["r0", "r1", "r2", "r3"]
+    assert all(item["size"] > 0 and item["files"] == 6 for item in listed)
+
+    doomed = snap.prune_ids(store, "orders", 2)
+    assert doomed == ids[:2]
+    assert snap.delete_snapshots(store, "orders", doomed) == ids[:2]
+    assert [item["id"] for item in snap.list_snapshots(store, "orders")] == ids[2:]
+    assert snap.delete_snapshots(store, "orders", ids[:2]) == []  # already gone
+
+
+def test_unknown_id_is_refused_naming_the_latest(etc, store):
+    taken = take(store, etc)
+    with pytest.raises(
+        snap.UnknownSnapshot, match=rf"snapshot '20200101T000000Z-deadbeef' of 'orders' not found.*{taken.snap_id}"
+    ):
+        snap.plan_restore(store, "orders", "20200101T000000Z-deadbeef")
+    with pytest.raises(snap.SnapshotError, match=r"must not contain '/'"):
+        snap.plan_restore(store, "orders", "../../etc")
+    with pytest.raises(snap.UnknownSnapshot, match=r"no snapshot of 'payments'"):
+        snap.plan_restore(store, "payments", None)
+
+
+# -------------------------------------------------------------------------------- paths, globs
+
+
+def test_path_outside_allowed_roots_is_refused(etc, store, tmp_path):
+    with pytest.raises(snap.PathNotAllowed, match=r"path /etc/passwd is outside allowed_roots"):
+        snap.take_snapshot(store, "orders", [str(etc / "app"), "/etc/passwd"], [], allowed_roots=[str(etc)])
+    os.symlink("/etc", etc / "escape")
+    with pytest.raises(snap.PathNotAllowed, match=r"escape/hostname is outside allowed_roots"):
+        snap.take_snapshot(store, "orders", [str(etc / "escape" / "hostname")], [], allowed_roots=[str(etc)])
+    take(store, etc)
+    with pytest.raises(snap.PathNotAllowed, match=r"unit.service is outside allowed_roots"):
+        snap.plan_restore(store, "orders", None, allowed_roots=[str(etc / "app")])
+    assert not Path(store, "orders", ".lock").read_text()  # nothing held, nothing started
+
+
+def test_globs_and_absent_paths(etc, store):
+    pattern = str(etc / "app" / "**" / "*.conf")
+    missing = str(etc / "app" / "later.conf.d")
+    taken = snap.take_snapshot(store, "orders", [pattern, missing], [])
+    assert any("later.conf.d does not exist" in warning for warning in taken.warnings)
+    assert taken.summary["files"] == 3  # app.conf, current.conf (symlink), conf.d/limits.conf
+    (etc / "app" / "conf.d" / "extra.conf").write_text("new\n")
+    (etc / "app" / "conf.d" / "limits.conf").write_text("rate = 1000/s\n")
+    Path(missing).mkdir()
+    (Path(missing) / "x").write_text("x\n")
+    (etc / "app" / "notes.txt").write_text("not matched by the glob\n")
+
+    restore(store)
+
+    assert not (etc / "app" / "conf.d" / "extra.conf").exists()
+    assert not Path(missing).exists()
+    assert (etc / "app" / "conf.d" / "limits.conf").read_text() == "rate = 10/s\n"
+    assert (etc / "app" / "notes.txt").exists()
+
+
+def test_snapshot_root_inside_a_snapshotted_directory_is_skipped(tmp_path):
+    (tmp_path / "app.conf").write_text("x\n")
+    store = str(tmp_path / "snapshots")
+    first = snap.take_snapshot(store, "orders", [str(tmp_path)], [])
+    assert [e["path"] for e in snap.load_manifest(Path(first.path))["entries"]] == [
+        str(tmp_path), str(tmp_path / "app.conf"),
+    ]  # fmt: skip
+    again = snap.take_snapshot(store, "orders", [str(tmp_path)], [])
+    assert not again.changed
+    assert not snap.plan_restore(store, "orders", None).changed
+
+
+# ------------------------------------------------------------------------------------ diffs
+
+
+def test_restore_diff_shows_text_diff_binary_and_key_changes(etc, store, redis_client):
+    seed_keys(redis_client)
+    take(store, etc, redis_client)
+    (etc / "app" / "app.conf").write_text("workers = 1\nqueues = orders,emails\n")
+    (etc / "app" / "blob.bin").write_bytes(b"\0\1\2")
+    (etc / "app" / "added.conf").write_text("new\n")
+    os.chmod(etc / "unit.service", 0o600)
+    redis_client.set("app:counter", 1)
+    redis_client.delete("app:list")
+    redis_client.set("app:added-later", "x")
+
+    plan = snap.plan_restore(store, "orders", None, lambda: redis_client)
+    diffs = snap.restore_diff(plan)
+
+    text = next(d for d in diffs if d.get("before_header") == str(etc / "app" / "app.conf"))
+    assert (text["before"], text["after"]) == (
+        "workers = 1\nqueues = orders,emails\n", "workers = 4\nqueues = orders,emails\n",
+    )  # fmt: skip
+    prepared = "".join(d.get("prepared", "") for d in diffs)
+    assert f"Binary file {etc / 'app' / 'blob.bin'} differs (3 -> 1024 bytes)" in prepared
+    assert f"{etc / 'unit.service'}: mode 0600 owner 0:0 -> mode 0644 owner 0:0" in prepared
+    assert f"remove (did not exist at snapshot time):\n  {etc / 'app' / 'added.conf'}" in prepared
+    assert "restored (changed): app:counter" in prepared
+    assert "restored (missing now): app:list" in prepared
+    assert "deleted (not in snapshot): app:added-later" in prepared
