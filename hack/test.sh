@@ -20,24 +20,25 @@ run_stage() {  # name, detail-extractor, command...
   details+=("$($extract "$logs/$name.log")")
   return "$rc"
 }
-none() { :; }
+last_line() { grep -v "^[[:space:]]*$" "$1" | tail -n1 | cut -c1-70; }
 pytest_counts() { grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -n1 | sed -E 's/^=+ //; s/ =+$//'; }
 molecule_counts() {
-  grep -E '^=+ .*(passed|failed).* in [0-9.]+s' "$1" | sed -E 's/^=+ //; s/ in [0-9.]+s.*//' | paste -sd';' -
-  grep -E 'Molecule executed' "$1" | sed -E 's/\x1b\[[0-9;]*m//g; s/.*Molecule executed/scenarios:/' | tail -n1
+  { grep -E '^=+ .*(passed|failed).* in [0-9.]+s' "$1" | sed -E 's/^=+ //; s/ in [0-9.]+s.*//'
+    grep -E 'Molecule executed' "$1" | sed -E 's/\x1b\[[0-9;]*m//g; s/.*Molecule executed //' | tail -n1
+  } | paste -sd';' - | sed 's/;/; /g'
 }
 lint_counts() { grep -E '^(Passed|Failed):' "$1" | sed -E 's/\x1b\[[0-9;]*m//g' | cut -c1-70; }
 sanity_counts() { echo "$(grep -c '^Running sanity test' "$1") sanity tests run"; }
 
 total_start=$SECONDS
-if ! run_stage setup none hack/bootstrap.sh; then
+if ! run_stage setup last_line hack/bootstrap.sh; then
   echo "set-up failed: see $logs/setup.log" >&2
   exit 1
 fi
-run_stage ruff none bash -c 'ruff check . && ruff format --check .'
+run_stage ruff last_line bash -c 'ruff check . && ruff format --check .'
 run_stage ansible-lint lint_counts env NO_COLOR=1 ansible-lint
 run_stage sanity sanity_counts hack/sanity.sh
-run_stage build none hack/build-and-install.sh
+run_stage build last_line hack/build-and-install.sh
 run_stage pytest pytest_counts python -m pytest --color=no
 run_stage molecule molecule_counts env NO_COLOR=1 molecule test --all
 
