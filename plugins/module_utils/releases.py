@@ -618,6 +618,7 @@ class Pool:
                 "wheelhouse": source.wheelhouse,
                 "requirements": source.requirements,
             }
+            os.makedirs(os.path.join(build, META_DIR), exist_ok=True)
             atomic_write(os.path.join(build, MANIFEST), json.dumps(manifest, indent=2, sort_keys=True).encode())
             os.chmod(build, 0o755)
             os.rename(build, self.release_path(version))
