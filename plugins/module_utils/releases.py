@@ -93,8 +93,9 @@ def _excluded(relpath: str) -> bool:
 def tree_entries(top: str | os.PathLike) -> dict[str, str]:
     """``{relative path: "file:<sha256>:<x|->" | "link:<target>"}`` for a release tree.
 
-    Directories are implied by their content; the release's ``venv/`` and its manifest are not
-    content (the venv is built from ``.queueops/requirements.txt``, which is).
+    Directories are implied by their content; the release's ``venv/``, its manifest and
+    ``__pycache__`` directories are not content (the venv is built from
+    ``.queueops/requirements.txt``, which is).
     """
     top = os.fspath(top)
     entries: dict[str, str] = {}
@@ -103,7 +104,7 @@ def tree_entries(top: str | os.PathLike) -> dict[str, str]:
         rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/") + "/"
         for name in list(dirnames):
             full = os.path.join(dirpath, name)
-            if _excluded(rel_dir + name):
+            if _excluded(rel_dir + name) or name == "__pycache__":
                 dirnames.remove(name)
             elif os.path.islink(full):
                 dirnames.remove(name)
@@ -645,7 +646,9 @@ class Pool:
             if not os.path.exists(source.code):
                 raise ReleaseError(f"src {source.code} does not exist on the host")
             if os.path.isdir(source.code):
-                shutil.copytree(source.code, build, symlinks=True, dirs_exist_ok=True)
+                shutil.copytree(
+                    source.code, build, symlinks=True, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+                )
             elif is_archive(source.code):
                 safe_extract(source.code, build)
             else:

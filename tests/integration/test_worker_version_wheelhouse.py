@@ -1,0 +1,57 @@
+"""Releases built from a wheelhouse: a virtualenv of their own, installed with no package index."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import read_jsonl
+from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, ReleaseError, Source
+from tests.support.paths import SAMPLE_APP
+from tests.support.wheelhouse import rq_wheelhouse
+
+
+@pytest.fixture(scope="module")
+def wheelhouse() -> Path:
+    return rq_wheelhouse()
+
+
+def test_wheelhouse_release_has_a_working_venv_after_the_rename(tmp_path, wheelhouse):
+    pool = Pool(str(tmp_path / "root"), "orders")
+    source = Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0"])
+    assert pool.stage("1.0", source)
+    release = Path(pool.release_path("1.0"))
+    python = release / "venv" / "bin" / "python"
+    out = subprocess.run(
+        [str(python), "-c", "import rq, sampleapp; print(rq.__version__)"],
+        cwd=release,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "2.12.0"
+    # console scripts name the venv's final path, not the build directory they were installed in
+    rq_script = release / "venv" / "bin" / "rq"
+    assert rq_script.read_text().splitlines()[0] == f"#!{release}/venv/bin/python"
+    assert subprocess.run([str(rq_script), "--help"], capture_output=True, check=False).returncode == 0
+    assert (release / ".queueops" / "requirements.txt").read_text() == "rq==2.12.0\n"
+    assert sorted(os.listdir(pool.releases_dir)) == ["1.0"]
+
+    # same code, wheelhouse and requirements: unchanged, without building anything
+    assert pool.stage("1.0", source) is False
+    # other requirements for the same version: refused, releases are immutable
+    with pytest.raises(ReleaseError, match=r"already exists with different content"):
+        pool.stage("1.0", Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0", "click"]))
+    assert [r["action"] for r in read_jsonl(pool.history_path)] == ["staged"]
+
+
+def test_requirement_missing_from_wheelhouse_fails_clearly_and_leaves_no_release(tmp_path, wheelhouse):
+    pool = Pool(str(tmp_path / "root"), "orders")
+    source = Source(wheelhouse=str(wheelhouse), requirements=["celery==5.5.3"])
+    with pytest.raises(ReleaseError, match=r"pip install from wheelhouse .* failed .*celery"):
+        pool.stage("2.0", source)
+    assert os.listdir(pool.releases_dir) == []
+    assert read_jsonl(pool.history_path) == []

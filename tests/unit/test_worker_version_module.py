@@ -1,0 +1,139 @@
+"""The worker_version module's contract, run through ansible-runner the way AWX runs it."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+
+from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import FileLock, read_jsonl
+from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, Source
+from tests.support.runner import run_module
+from tests.unit.test_releases import make_src, snapshot
+
+
+def pool_with(tmp_path, *versions, activate=()):
+    pool = Pool(str(tmp_path / "root"), "orders", user="tester")
+    for version in versions:
+        pool.stage(version, Source(code=str(make_src(tmp_path, version))))
+    for version in activate:
+        pool.activate(version)
+    return pool
+
+
+def args(tmp_path, **extra):
+    return {"root": str(tmp_path / "root"), "pool": "orders", **extra}
+
+
+def test_stage_and_activate_shows_the_current_diff_then_is_idempotent(tmp_path):
+    src = str(make_src(tmp_path, "1.0"))
+    first = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=src), diff=True)
+    assert not first.failed, first.msg
+    assert first.changed
+    assert first["current"] == "1.0"
+    assert first["actions"][1:] == ["switch current from None to 1.0"]
+    assert first["diff"]["before"] == "current: (none)\n"
+    assert first["diff"]["after"] == "current: 1.0\nrelease 1.0: active\n"
+    assert os.readlink(tmp_path / "root" / "orders" / "current") == "releases/1.0"
+
+    again = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=src), diff=True)
+    assert not again.failed, again.msg
+    assert not again.changed
+    assert "diff" not in again.result
+    assert again.msg == "orders 1.0 is already current"
+
+
+def test_check_mode_rollback_predicts_the_switch_and_leaves_the_tree_byte_for_byte(tmp_path):
+    pool_with(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
+    before = snapshot(tmp_path / "root")
+    result = run_module("worker_version", args(tmp_path, version="2.0", state="rolled_back"), check=True, diff=True)
+    assert not result.failed, result.msg
+    assert result.changed
+    assert result["current"] == "1.0"
+    assert result["actions"] == ["mark release 2.0 failed", "switch current from 2.0 to 1.0"]
+    assert "current: 2.0" in result["diff"]["before"]
+    assert "current: 1.0" in result["diff"]["after"]
+    assert "release 2.0: failed" in result["diff"]["after"]
+    assert snapshot(tmp_path / "root") == before
+
+
+def test_rolled_back_is_a_state_a_second_run_changes_nothing(tmp_path):
+    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
+    first = run_module("worker_version", args(tmp_path, version="3.0", state="rolled_back", reason="health gate"))
+    assert not first.failed, first.msg
+    assert first.changed
+    assert (first["current"], first["previous"]) == ("2.0", "1.0")
+    assert first.msg == "rolled back orders from 3.0 to 2.0"
+    assert {r["version"]: r["state"] for r in first["releases"]}["3.0"] == "failed"
+    record = read_jsonl(pool.history_path)[-1]
+    assert (record["action"], record["from"], record["to"], record["reason"]) == (
+        "rolled_back",
+        "3.0",
+        "2.0",
+        "health gate",
+    )
+    assert record["user"]
+
+    second = run_module("worker_version", args(tmp_path, version="3.0", state="rolled_back"))
+    assert not second.failed, second.msg
+    assert not second.changed
+    assert second["current"] == "2.0"
+    assert second.msg == "orders 3.0 is not current (current is 2.0): nothing to roll back"
+
+
+def test_bad_version_fails_with_a_clear_message_and_creates_nothing(tmp_path):
+    result = run_module(
+        "worker_version", args(tmp_path, version="../../etc", state="staged", src=str(make_src(tmp_path, "1.0")))
+    )
+    assert result.failed
+    assert result.msg == "version '../../etc' must not contain '/', '\\' or '..'"
+    assert not (tmp_path / "root").exists()
+
+
+def test_second_concurrent_run_fails_fast_naming_the_holder(tmp_path):
+    pool = pool_with(tmp_path, "1.0", "2.0", activate=("1.0",))
+    with FileLock(pool.lock_path, "bob: worker_version state=active version=1.0"):
+        result = run_module("worker_version", args(tmp_path, version="2.0", state="active"))
+    assert result.failed
+    assert result.msg.startswith(f"pool orders is busy: {pool.lock_path} is locked by another run: ")
+    assert '"owner": "bob: worker_version state=active version=1.0"' in result.msg
+    assert os.readlink(pool.current_link) == "releases/1.0"
+
+
+def test_new_content_for_an_existing_version_is_refused(tmp_path):
+    pool_with(tmp_path, "1.0")
+    other = make_src(tmp_path / "other", "1.0", extra="CHANGED = 1\n")
+    result = run_module("worker_version", args(tmp_path, version="1.0", state="staged", src=str(other)))
+    assert result.failed
+    assert "release 1.0 of pool orders already exists with different content" in result.msg
+    assert "releases are immutable: stage a new version" in result.msg
+
+
+def test_archive_escaping_the_release_is_refused_without_traceback(tmp_path):
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../../outside.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    result = run_module("worker_version", args(tmp_path, version="1.0", state="staged", src=str(archive)))
+    assert result.failed
+    assert result.msg == (
+        "archive member '../../outside.txt' escapes the release directory ('..'); refusing to extract"
+    )
+    assert "Traceback" not in result.stdout
+    assert os.listdir(tmp_path / "root" / "orders" / "releases") == []
+
+
+def test_query_and_prune_report_current_previous_and_releases(tmp_path):
+    pool_with(tmp_path, "1.0", "2.0", "3.0", "4.0", activate=("1.0", "2.0"))
+    pruned = run_module("worker_version", args(tmp_path, state="absent", keep=2))
+    assert not pruned.failed, pruned.msg
+    assert pruned.msg == "pruned orders: removed 3.0, 4.0"
+
+    query = run_module("worker_version", args(tmp_path, state="query"))
+    assert not query.failed, query.msg
+    assert not query.changed
+    assert (query["current"], query["previous"]) == ("2.0", "1.0")
+    assert [(r["version"], r["state"]) for r in query["releases"]] == [("1.0", "superseded"), ("2.0", "active")]
+    assert all(r["created"] and r["digest"].startswith("sha256:") for r in query["releases"])
+    assert query["releases"][1]["activated"]
