@@ -208,3 +208,166 @@ def queue_depth(client, queue: str) -> int:
 
 
 # --- replay and health gate (task_requeue, rollout_check) ---
+#
+# Replay re-publishes failed tasks from the result backend (needs result_extended); the health
+# gate counts task-succeeded / task-failed events by hostname and pings the workers.
+
+import json  # noqa: E402
+import time  # noqa: E402
+
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import (  # noqa: E402
+    Selection,
+    SourceReport,
+    parse_time,
+)
+
+CELERY_META_PREFIX = "celery-task-meta-"
+REPLAYED_MARKER = "queueops:replayed:"
+REPLAYED_MARKER_TTL = 30 * 86400
+_PRIORITY_SEPARATOR = "\x06\x16"
+
+# Mark a task as replayed for this failure (its date_done); 0 when it already was.
+_MARK_REPLAYED_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+
+def _celery_failed_metas(client, report: SourceReport):
+    """(task id, meta) of every FAILURE in the result backend; unreadable metas are counted, not raised."""
+    cursor = 0
+    while True:
+        cursor, keys = client.scan(cursor, match=f"{CELERY_META_PREFIX}*", count=1000)
+        if keys:
+            for key, raw in zip(keys, client.mget(keys)):  # noqa: B905 - Python 3.9 on targets
+                if raw is None:
+                    continue
+                try:
+                    meta = json.loads(raw)
+                except (ValueError, UnicodeDecodeError):
+                    report.candidates += 1
+                    report.skip("result not JSON (only the JSON result serializer can be replayed)")
+                    continue
+                if not isinstance(meta, dict) or meta.get("status") != "FAILURE":
+                    continue
+                report.candidates += 1
+                yield _text(key)[len(CELERY_META_PREFIX) :], meta
+        if cursor == 0:
+            break
+
+
+RESULT_EXTENDED_OFF = "no task name or arguments in the result (result_extended is off)"
+
+
+def celery_requeue(
+    client,
+    app,
+    *,
+    queues: list[str],
+    selection: Selection,
+    to_queue: str | None = None,
+    check_mode: bool = False,
+) -> SourceReport:
+    """Re-publish failed Celery tasks from the result backend with their own id, name, args and queue."""
+    report = SourceReport("failed")
+    chosen = []
+    for task_id, meta in _celery_failed_metas(client, report):
+        if not meta.get("name") or "args" not in meta:
+            report.skip(RESULT_EXTENDED_OFF)
+            continue
+        queue = meta.get("queue") or ""
+        if queues and queue not in queues:
+            report.skip("on another queue")
+            continue
+        if not selection.accepts(
+            worker=meta.get("worker"), ended_at=parse_time(meta.get("date_done")), task_name=meta["name"]
+        ):
+            report.skip("filtered out")
+            continue
+        if not (to_queue or queue):
+            report.skip("no queue recorded")
+            continue
+        if _text(client.get(REPLAYED_MARKER + task_id)) == str(meta.get("date_done")):
+            report.skip("already replayed")
+            continue
+        chosen.append((task_id, meta))
+    chosen.sort(key=lambda item: str(item[1].get("date_done")))
+    if selection.limit is not None:
+        report.skip("over the limit", max(0, len(chosen) - selection.limit))
+        chosen = chosen[: selection.limit]
+    report.selected = len(chosen)
+    if check_mode:
+        report.replayed = len(chosen)
+        report.add_ids([task_id for task_id, _meta in chosen])
+        return report
+    mark = client.register_script(_MARK_REPLAYED_LUA)
+    with app.producer_or_acquire() as producer:
+        for task_id, meta in chosen:
+            marker = REPLAYED_MARKER + task_id
+            if not mark(keys=[marker], args=[str(meta.get("date_done")), REPLAYED_MARKER_TTL]):
+                report.skip("already replayed")
+                continue
+            try:
+                app.send_task(
+                    meta["name"],
+                    args=meta.get("args") or [],
+                    kwargs=meta.get("kwargs") or {},
+                    task_id=task_id,
+                    queue=to_queue or meta["queue"],
+                    serializer="json",
+                    producer=producer,
+                )
+            except Exception:
+                client.delete(marker)
+                raise
+            report.replayed += 1
+            report.add_ids([task_id])
+    return report
+
+
+def celery_backlog(client, queues: list[str]) -> int:
+    """Messages waiting in the kombu Redis lists of the queues (priority sub-lists included)."""
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue)
+        for priority in (3, 6, 9):
+            pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{priority}")
+    return sum(pipe.execute())
+
+
+def celery_observe(app, worker_ok, window: float, ping_timeout: float = 1.0) -> dict:
+    """Count ``task-succeeded`` / ``task-failed`` events by hostname for ``window`` s; then ping the workers.
+
+    Only workers started with ``-E`` (or after ``enable_events``) send task events.
+    """
+
+    counts = {"task-succeeded": 0, "task-failed": 0}
+    heartbeats: set[str] = set()
+    deadline = time.monotonic() + window
+
+    def on_event(event: dict) -> None:
+        kind = event.get("type")
+        hostname = event.get("hostname") or ""
+        if kind in counts and worker_ok(hostname):
+            counts[kind] += 1
+        elif kind == "worker-heartbeat" and worker_ok(hostname):
+            heartbeats.add(hostname)
+        if time.monotonic() >= deadline:
+            receiver.should_stop = True
+
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": on_event})
+        while time.monotonic() < deadline and not receiver.should_stop:
+            try:
+                receiver.capture(limit=None, timeout=max(0.1, deadline - time.monotonic()), wakeup=False)
+            except TimeoutError:
+                continue
+    replies = app.control.ping(timeout=ping_timeout) or []
+    live = sorted(name for reply in replies for name in reply if worker_ok(name))
+    return {
+        "successes": counts["task-succeeded"],
+        "failures": counts["task-failed"],
+        "live_workers": live,
+        "heartbeats": sorted(heartbeats),
+    }

@@ -89,3 +89,18 @@ _VERSION_SORT = re.compile(r"(\d+)")
 def version_sort_key(version: str) -> list:
     """Natural order for display only (1.10 after 1.9); history, never this, picks rollback targets."""
     return [int(part) if part.isdigit() else part for part in _VERSION_SORT.split(version)]
+
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+def release_selector(spec: str, pool: str | None = None):
+    """A predicate over worker names for ``spec``: a release version, or a shell-style name pattern.
+
+    ``spec`` with ``*``, ``?`` or ``[`` is a pattern on the whole name (``orders:2.4.*``, ``*@web-1``);
+    otherwise it is a version, and the worker must follow the identity convention with that version
+    (and ``pool`` when given). Used by the health gate and replay to attribute work to a release.
+    """
+    if _GLOB_CHARS.intersection(spec):
+        return lambda name: worker_matches(name, pattern=spec)
+    return lambda name: worker_matches(name, pool=pool, version=spec)

@@ -421,3 +421,282 @@ def known_queues(client) -> list[str]:
 
 
 # --- replay and health gate (task_requeue, rollout_check) ---
+#
+# Replay moves registry entries back onto queues with one Lua script per batch of 1,000 (atomic
+# per batch, ZREM-guarded so a second run finds nothing); the health gate counts finished and
+# failed registry entries whose job hash names a worker of the release. Job data is never read.
+
+import time  # noqa: E402
+
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import (  # noqa: E402
+    IDS_CAP,
+    Selection,
+    SourceReport,
+    batched,
+    parse_time,
+    task_name_from_description,
+)
+
+# One batch of registry entries back onto their queues, atomically: an entry is moved only if it is
+# still in the registry (ZREM guard: a second run, or a concurrent `rq requeue`, finds nothing to
+# move) and its job is neither queued nor finished already. What is written is what rq's own
+# FailedJobRegistry.requeue writes (status queued, started_at/ended_at/exc_info cleared, enqueued_at
+# now, RPUSH on the job's queue, the queue in rq:queues); job data is never read.
+_REQUEUE_ENTRIES_LUA = """
+local registry, now, target = KEYS[1], ARGV[1], ARGV[2]
+local job_prefix, queue_prefix, queues_key = ARGV[3], ARGV[4], ARGV[5]
+local moved, missing, state, gone = {}, 0, 0, 0
+local seen = {}
+for i = 6, #ARGV, 2 do
+  local member, job_id = ARGV[i], ARGV[i + 1]
+  local job_key = job_prefix .. job_id
+  if not redis.call('ZSCORE', registry, member) then
+    gone = gone + 1
+  elseif redis.call('EXISTS', job_key) == 0 then
+    missing = missing + 1
+  else
+    local status = redis.call('HGET', job_key, 'status')
+    local queue = target
+    if queue == '' then queue = redis.call('HGET', job_key, 'origin') or '' end
+    if status == 'queued' or status == 'finished' or queue == '' then
+      state = state + 1
+    else
+      redis.call('ZREM', registry, member)
+      redis.call('HSET', job_key, 'status', 'queued', 'started_at', '', 'ended_at', '',
+                 'enqueued_at', now, 'origin', queue)
+      redis.call('HDEL', job_key, 'exc_info')
+      redis.call('RPUSH', queue_prefix .. queue, job_id)
+      if not seen[queue] then
+        redis.call('SADD', queues_key, queue_prefix .. queue)
+        seen[queue] = true
+      end
+      moved[#moved + 1] = job_id
+    end
+  end
+end
+return {moved, missing, state, gone}
+"""
+
+# Everything on one queue onto another, a batch at a time (LPOP count: Redis >= 6.2).
+_MOVE_QUEUE_LUA = """
+local source, now, target, count = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local job_prefix, queue_prefix, queues_key = ARGV[4], ARGV[5], ARGV[6]
+local ids = redis.call('LPOP', source, count)
+if not ids then return {} end
+for _, job_id in ipairs(ids) do
+  local job_key = job_prefix .. job_id
+  if redis.call('EXISTS', job_key) == 1 then
+    redis.call('HSET', job_key, 'origin', target, 'enqueued_at', now)
+  end
+  redis.call('RPUSH', queue_prefix .. target, job_id)
+end
+redis.call('SADD', queues_key, queue_prefix .. target)
+return ids
+"""
+
+RQ_REQUEUE_BATCH = 1000
+RQ_DEFAULT_HEARTBEAT_TIMEOUT = 90  # rq keeps a busy worker's key 60 s past its 30 s monitoring interval
+
+
+def _rq_job_fields(client, job_ids: list[str], fields: tuple[str, ...]) -> list[list[bytes | None]]:
+    rows: list[list[bytes | None]] = []
+    for chunk in batched(job_ids, 5000):
+        pipe = client.pipeline(transaction=False)
+        for job_id in chunk:
+            pipe.hmget(job_key(job_id), *fields)
+        rows.extend(pipe.execute())
+    return rows
+
+
+def _rq_worker_states(client) -> dict[str, dict[str, float | bool | None]]:
+    """Birth and last heartbeat of every live worker (registered, hash not expired, no death)."""
+    return {
+        worker.name: {
+            "alive": True,
+            "birth": worker.birth.timestamp() if worker.birth else None,
+            "last_heartbeat": worker.last_heartbeat.timestamp() if worker.last_heartbeat else None,
+        }
+        for worker in list_workers(client)
+    }
+
+
+def _rq_abandoned_reason(
+    score: float, worker: dict | None, started_at: float | None, now: float, heartbeat_timeout: float
+) -> str | None:
+    """Why a started entry is abandoned, or None when its worker may still be running it."""
+    if score < now:
+        return "its heartbeat expired"
+    if worker is None or not worker["alive"]:
+        return "its worker is gone"
+    if worker["last_heartbeat"] is not None and now - worker["last_heartbeat"] > heartbeat_timeout:
+        return f"its worker's last heartbeat is older than {heartbeat_timeout:g} s"
+    if worker["birth"] is not None and started_at is not None and worker["birth"] > started_at:
+        return "its worker restarted after it started"
+    return None
+
+
+def _rq_select(
+    client, registry: str, members: list[bytes], selection: Selection, report: SourceReport, *, abandoned: dict | None
+) -> list[tuple[bytes, str]]:
+    """(entry, job id) pairs of a registry that the filters (and, for started entries, abandonment) accept."""
+    if abandoned is not None:
+        job_ids = [parse_started_member(member)[0] for member, _score in members]
+    else:
+        job_ids = [_text(member) for member in members]
+    need_fields = selection.filters_anything or abandoned is not None
+    if not need_fields:
+        return list(zip(members, job_ids))  # noqa: B905 - Python 3.9 on targets
+    rows = _rq_job_fields(client, job_ids, ("worker_name", "ended_at", "started_at", "description"))
+    workers = None
+    if abandoned is not None:
+        workers = _rq_worker_states(client)
+    chosen = []
+    now = time.time()
+    scored = members if abandoned is not None else [(member, None) for member in members]
+    for (member, score), job_id, (worker_name, ended_at, started_at, description) in zip(  # noqa: B905
+        scored, job_ids, rows
+    ):
+        started = parse_time(started_at)
+        if abandoned is not None:
+            name = _text(worker_name)
+            reason = _rq_abandoned_reason(
+                score, workers.get(name) if name else None, started, now, abandoned["heartbeat_timeout"]
+            )
+            if reason is None:
+                report.skip("worker still running it")
+                continue
+        if not selection.accepts(
+            worker=worker_name,
+            ended_at=parse_time(ended_at) or started,
+            task_name=task_name_from_description(description),
+        ):
+            report.skip("filtered out")
+            continue
+        chosen.append((member, job_id))
+    return chosen
+
+
+def _rq_run_batches(
+    client, registry: str, entries: list[tuple[bytes, str]], to_queue: str, report: SourceReport, check_mode: bool
+) -> None:
+    report.selected += len(entries)
+    if check_mode:
+        # Same guards as the script, read-only: entries whose job is gone or already queued/finished do not count.
+        rows = _rq_job_fields(client, [job_id for _m, job_id in entries], ("status", "origin"))
+        ready = []
+        for (_member, job_id), (status, origin) in zip(entries, rows):  # noqa: B905 - Python 3.9 on targets
+            if status is None and origin is None:
+                report.skip("job data expired")
+            elif status in (b"queued", b"finished") or not (to_queue or origin):
+                report.skip("already queued or finished")
+            else:
+                ready.append(job_id)
+        report.replayed += len(ready)
+        report.add_ids(ready)
+        return
+    script = client.register_script(_REQUEUE_ENTRIES_LUA)
+    now = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+    for chunk in batched(entries, RQ_REQUEUE_BATCH):
+        args: list = [now, to_queue or "", JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY]
+        for member, job_id in chunk:
+            args.extend((member, job_id))
+        moved, missing, state, gone = script(keys=[registry], args=args)
+        moved_ids = [_text(job_id) for job_id in moved]
+        report.replayed += len(moved_ids)
+        report.add_ids(moved_ids)
+        report.skip("job data expired", missing)
+        report.skip("already queued or finished", state)
+        report.skip("no longer in the registry", gone)
+
+
+def rq_requeue(
+    client,
+    *,
+    source: str,
+    queues: list[str],
+    selection: Selection,
+    to_queue: str | None = None,
+    from_queue: str | None = None,
+    heartbeat_timeout: float = RQ_DEFAULT_HEARTBEAT_TIMEOUT,
+    check_mode: bool = False,
+) -> SourceReport:
+    """Replay RQ jobs from ``source`` (failed / abandoned / queue); never unpickles job data."""
+    report = SourceReport(source)
+    remaining = selection.limit
+    if source == "queue":
+        key = queue_key(from_queue)
+        total = client.llen(key)
+        report.candidates = report.selected = total if remaining is None else min(total, remaining)
+        if check_mode:
+            ids = [_text(job_id) for job_id in client.lrange(key, 0, min(report.selected, IDS_CAP) - 1)]
+            report.replayed = report.selected
+            report.add_ids(ids)
+            return report
+        script = client.register_script(_MOVE_QUEUE_LUA)
+        now = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+        left = report.selected
+        while left > 0:
+            batch = min(RQ_REQUEUE_BATCH, left)
+            ids = script(keys=[key], args=[now, to_queue, batch, JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY])
+            if not ids:
+                break
+            left -= len(ids)
+            report.replayed += len(ids)
+            report.add_ids([_text(job_id) for job_id in ids])
+        return report
+
+    for queue in queues:
+        if remaining is not None and remaining <= 0:
+            break
+        if source == "failed":
+            registry = registry_key("failed", queue)
+            members = client.zrange(registry, 0, -1)
+            report.candidates += len(members)
+            entries = _rq_select(client, registry, members, selection, report, abandoned=None)
+        else:
+            registry = registry_key("started", queue)
+            members = client.zrange(registry, 0, -1, withscores=True)
+            report.candidates += len(members)
+            entries = _rq_select(
+                client, registry, members, selection, report, abandoned={"heartbeat_timeout": heartbeat_timeout}
+            )
+        if remaining is not None:
+            report.skip("over the limit", max(0, len(entries) - remaining))
+            entries = entries[:remaining]
+        before = report.replayed
+        _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode)
+        if remaining is not None:
+            remaining -= report.replayed - before
+    return report
+
+
+def rq_backlog(client, queues: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for queue in queues:
+        pipe.llen(queue_key(queue))
+    return sum(pipe.execute())
+
+
+def rq_outcomes(client, queues: list[str], worker_ok, since: float, until: float) -> tuple[int, int]:
+    """Successes and failures of jobs that ended in [since, until] on workers ``worker_ok`` accepts.
+
+    Registries score entries by their expiry (end + result/failure TTL >= end), so entries scored
+    below ``since`` cannot have ended in the window and are not read.
+    """
+    counts = []
+    for kind in ("finished", "failed"):
+        job_ids: list[str] = []
+        for queue in queues:
+            job_ids.extend(_text(m) for m in client.zrangebyscore(registry_key(kind, queue), since, "+inf"))
+        rows = _rq_job_fields(client, job_ids, ("worker_name", "ended_at"))
+        count = 0
+        for worker_name, ended_at in rows:
+            ended = parse_time(ended_at)
+            if ended is not None and since <= ended <= until and worker_name and worker_ok(_text(worker_name)):
+                count += 1
+        counts.append(count)
+    return counts[0], counts[1]
+
+
+def rq_live_workers(client, worker_ok) -> list[str]:
+    return sorted(worker.name for worker in list_workers(client) if worker_ok(worker.name))

@@ -1,0 +1,292 @@
+#!/usr/bin/python
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: rollout_check
+short_description: Health gate for a worker release, from what its workers really did over a window
+version_added: 0.1.0
+author: queueops.rollback maintainers (@queueops)
+description:
+  - Observes the workers of one release for O(window) seconds and decides whether the release is
+    healthy, unhealthy, or whether too few tasks ran to tell (inconclusive).
+  - It counts the successes and failures of tasks run by workers of the release in the window, the live
+    workers of the release at its end, and the backlog of O(queues) before and after.
+  - "B(RQ): jobs of the finished and failed registries of O(queues) whose C(ended_at) falls in the window and
+    whose C(worker_name) is a worker of the release; live workers are the registered workers whose hash has
+    not expired. Jobs enqueued with C(result_ttl=0) leave no finished entry and are not counted."
+  - "B(Celery): C(task-succeeded) and C(task-failed) events whose C(hostname) is a worker of the release;
+    the workers must send task events (started with C(-E), or C(worker_send_task_events=True)). Live
+    workers are those answering C(ping) at the end of the window."
+  - Fails the task when the release is unhealthy (unless O(fail_when_unhealthy=false)), so a role's
+    C(rescue:) section can roll back. The result always carries the verdict, the reason in words and every
+    number used. The verdict is also recorded in the C(queueops:events) stream.
+  - "Worker identity convention: a worker's name (RQ C(--name)) or node name (Celery C(-n), before C(@host))
+    is C(<pool>:<version>:<index>), for example C(orders:2.4.1:3); O(release) is matched against it."
+extends_documentation_fragment:
+  - queueops.rollback.redis
+  - queueops.rollback.attributes
+  - queueops.rollback.attributes.info_module
+options:
+  backend:
+    description: The worker framework of the release.
+    type: str
+    required: true
+    choices: [rq, celery]
+  queues:
+    description: Queues the release consumes; their backlog is measured (and, for RQ, their registries read).
+    type: list
+    elements: str
+    required: true
+  release:
+    description:
+      - The release under observation, a version (workers named C(<pool>:<version>:<index>), narrowed to
+        O(pool) when set), or, when it contains C(*), C(?) or C([), a shell-style pattern on worker names.
+    type: str
+    required: true
+  pool:
+    description: With a version in O(release), only workers of this pool.
+    type: str
+  window:
+    description: Seconds to observe.
+    type: float
+    default: 60
+  min_tasks:
+    description: Fewer tasks than this in the window is inconclusive (the failure ratio is not judged).
+    type: int
+    default: 10
+  max_failure_ratio:
+    description: Unhealthy when more than this share (0 to 1) of the tasks failed, once O(min_tasks) ran.
+    type: float
+    default: 0.05
+  max_failures:
+    description: Unhealthy when more than this many tasks failed, whatever their share. No limit when unset.
+    type: int
+  min_workers:
+    description: Unhealthy when fewer live workers of the release than this are seen.
+    type: int
+    default: 1
+  max_backlog_growth:
+    description: Unhealthy when the backlog of O(queues) grew by more than this many tasks. No limit when unset.
+    type: int
+  inconclusive_is:
+    description: How an inconclusive verdict (too few tasks) counts for the gate.
+    type: str
+    default: fail
+    choices: [pass, fail]
+  fail_when_unhealthy:
+    description: Fail the task when the gate does not pass. With V(false) the verdict is only returned.
+    type: bool
+    default: true
+  ping_timeout:
+    description: Celery only; seconds to wait for the workers' ping replies.
+    type: float
+    default: 1.0
+  broker_url:
+    description:
+      - Celery broker URL, when it is not the Redis given by the connection options. Never logged.
+    type: str
+notes:
+  - The module observes; it changes nothing but the event stream, so it runs the same in check mode.
+seealso:
+  - module: queueops.rollback.task_requeue
+"""
+
+EXAMPLES = r"""
+- name: Watch orders 2.4.1 for two minutes before resuming the rollout
+  queueops.rollback.rollout_check:
+    backend: rq
+    queues: [orders]
+    release: "2.4.1"
+    pool: orders
+    window: 120
+    min_tasks: 20
+    max_failure_ratio: 0.02
+    min_workers: 3
+    redis_url: "{{ orders_redis_url }}"
+
+- name: Gate a Celery canary by hostname pattern; a quiet queue counts as a pass
+  queueops.rollback.rollout_check:
+    backend: celery
+    queues: [default]
+    release: "emails:3.1.0:*@canary-*"
+    window: 60
+    inconclusive_is: pass
+  register: gate
+"""
+
+RETURN = r"""
+healthy:
+  description: Whether the gate passes (an inconclusive verdict is mapped through O(inconclusive_is)).
+  returned: always
+  type: bool
+verdict:
+  description: C(healthy), C(unhealthy) or C(inconclusive).
+  returned: always
+  type: str
+reason:
+  description: The verdict in words, with the numbers and limits behind it.
+  returned: always
+  type: str
+  sample: "release 2.4.1 is unhealthy: 10 of 30 tasks failed (33.3%), more than max_failure_ratio 5.0%"
+reasons:
+  description: Each failed check in words (empty when healthy).
+  returned: always
+  type: list
+  elements: str
+numbers:
+  description:
+    - Everything measured - C(window), C(tasks), C(successes), C(failures), C(failure_ratio), C(live_workers),
+      C(workers) (their names), C(backlog_before), C(backlog_after), C(backlog_growth) - and the C(thresholds).
+  returned: always
+  type: dict
+"""
+
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.health import (  # noqa: E402
+    Observation,
+    Thresholds,
+    judge,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+    REDIS_MUTUALLY_EXCLUSIVE,
+    REDIS_REQUIRED_TOGETHER,
+    connect,
+    redis_argument_spec,
+)
+
+ARGUMENT_SPEC = redis_argument_spec(
+    backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
+    queues={"type": "list", "elements": "str", "required": True},
+    release={"type": "str", "required": True},
+    pool={"type": "str"},
+    window={"type": "float", "default": 60},
+    min_tasks={"type": "int", "default": 10},
+    max_failure_ratio={"type": "float", "default": 0.05},
+    max_failures={"type": "int"},
+    min_workers={"type": "int", "default": 1},
+    max_backlog_growth={"type": "int"},
+    inconclusive_is={"type": "str", "default": "fail", "choices": ["pass", "fail"]},
+    fail_when_unhealthy={"type": "bool", "default": True},
+    ping_timeout={"type": "float", "default": 1.0},
+    broker_url={"type": "str", "no_log": True},
+)
+
+
+def _observe_rq(client, params: dict[str, Any], worker_ok) -> Observation:
+    queues = params["queues"]
+    backlog_before = rq_backend.rq_backlog(client, queues)
+    start = time.time()
+    time.sleep(params["window"])
+    end = time.time()
+    successes, failures = rq_backend.rq_outcomes(client, queues, worker_ok, start, end)
+    workers = rq_backend.rq_live_workers(client, worker_ok)
+    return Observation(
+        window=params["window"],
+        successes=successes,
+        failures=failures,
+        live_workers=len(workers),
+        backlog_before=backlog_before,
+        backlog_after=rq_backend.rq_backlog(client, queues),
+        workers=workers,
+    )
+
+
+def _observe_celery(client, params: dict[str, Any], worker_ok) -> Observation:
+    queues = params["queues"]
+    app_params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None) if params["broker_url"] else params
+    app = celery_backend.make_app(app_params)
+    try:
+        backlog_before = celery_backend.celery_backlog(client, queues)
+        seen = celery_backend.celery_observe(app, worker_ok, params["window"], params["ping_timeout"])
+    finally:
+        celery_backend.close_app(app)
+    return Observation(
+        window=params["window"],
+        successes=seen["successes"],
+        failures=seen["failures"],
+        live_workers=len(seen["live_workers"]),
+        backlog_before=backlog_before,
+        backlog_after=celery_backend.celery_backlog(client, queues),
+        workers=seen["live_workers"],
+    )
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
+        required_together=REDIS_REQUIRED_TOGETHER,
+        supports_check_mode=True,
+    )
+    params = module.params
+    limits = Thresholds(
+        min_tasks=params["min_tasks"],
+        max_failure_ratio=params["max_failure_ratio"],
+        max_failures=params["max_failures"],
+        min_workers=params["min_workers"],
+        max_backlog_growth=params["max_backlog_growth"],
+        inconclusive_is=params["inconclusive_is"],
+    )
+    problems = limits.problems()
+    if params["window"] <= 0:
+        problems.append(f"window must be more than 0 seconds, not {params['window']:g}")
+    if not params["queues"] or not all(params["queues"]):
+        problems.append("queues must name at least one queue, without empty names")
+    if not params["release"].strip():
+        problems.append("release must not be empty")
+    if problems:
+        module.fail_json(msg="; ".join(problems))
+
+    worker_ok = release_selector(params["release"], params["pool"])
+    subject = f"release {params['release']}" + (f" of pool {params['pool']}" if params["pool"] else "")
+    client = connect(module)
+    try:
+        observe = _observe_rq if params["backend"] == "rq" else _observe_celery
+        observed = observe(client, params, worker_ok)
+    except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
+        module.fail_json(msg=f"observing {subject} on {params['backend']} failed: {exc}")
+    verdict = judge(observed, limits, subject)
+
+    if (
+        record_event(
+            client,
+            "rollout_check",
+            verdict.status,
+            backend=params["backend"],
+            release=params["release"],
+            pool=params["pool"],
+            reason=verdict.reason,
+            numbers=verdict.numbers,
+        )
+        is None
+    ):
+        module.warn("could not record the verdict in the queueops:events stream")
+    result = dict(
+        changed=False,
+        healthy=verdict.healthy,
+        verdict=verdict.status,
+        reason=verdict.reason,
+        reasons=verdict.reasons,
+        numbers=verdict.numbers,
+    )
+    if not verdict.healthy and params["fail_when_unhealthy"]:
+        module.fail_json(msg=verdict.reason, **result)
+    result["msg"] = verdict.reason
+    module.exit_json(**result)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+#!/usr/bin/python
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: task_requeue
+short_description: Replay RQ or Celery tasks that a bad release failed or a killed worker abandoned
+version_added: 0.1.0
+author: queueops.rollback maintainers (@queueops)
+description:
+  - Puts tasks back on their queue after a rollback, each exactly once, even when the module runs twice.
+  - "B(RQ): moves job ids from the failed registry (C(rq:failed:<queue>)), or abandoned entries of the
+    started registry (C(rq:wip:<queue>)), back onto C(rq:queue:<queue>), in batches of 1,000 run as one
+    server-side script each (atomic per batch). It writes what RQ's own requeue writes (status C(queued),
+    C(started_at), C(ended_at) and C(exc_info) cleared, C(enqueued_at) now) and never unpickles or runs
+    job data. Works with the RQ 2.x and 1.x key layouts."
+  - "B(Celery): re-publishes failed tasks recorded in the Redis result backend (C(celery-task-meta-<id>))
+    with the same task id, name, args and kwargs, as a protocol 2 JSON message on the task's queue. This
+    needs C(result_extended=True) in the app's configuration: without it the result backend keeps no task
+    name or arguments, such tasks are counted under C(skipped) with that reason and a warning says so.
+    Only JSON results can be read. A replayed task is marked in C(queueops:replayed:<id>) (30 days) with
+    the failure it replays, so a second run does not publish it again; if it fails again later, that
+    new failure can be replayed."
+  - "Worker identity convention: a worker's name (RQ C(--name)) or node name (Celery C(-n), before C(@host))
+    is C(<pool>:<version>:<index>), for example C(orders:2.4.1:3). O(failed_by) relies on it to attribute a
+    failure to a release."
+extends_documentation_fragment:
+  - queueops.rollback.redis
+  - queueops.rollback.attributes
+  - queueops.rollback.attributes.all
+options:
+  backend:
+    description: The worker framework whose tasks are replayed.
+    type: str
+    required: true
+    choices: [rq, celery]
+  source:
+    description:
+      - V(failed) replays failed tasks (RQ failed registries; Celery results with status C(FAILURE)).
+      - V(abandoned) (RQ only) replays entries of the started registries whose worker is gone, whose
+        heartbeat expired (no heartbeat for O(heartbeat_timeout) seconds, or RQ's own expiry passed), or
+        whose worker restarted since the job started. Celery needs no such step; with C(acks_late) the
+        broker redelivers the tasks of a killed worker by itself.
+      - V(queue) (RQ only) moves everything waiting on O(from_queue) to O(to_queue).
+    type: str
+    default: failed
+    choices: [failed, abandoned, queue]
+  queues:
+    description:
+      - Queues whose failed or started registries are read (RQ, required for V(failed) and V(abandoned)).
+      - For Celery, only failed tasks that ran from one of these queues are replayed; empty means all.
+    type: list
+    elements: str
+    default: []
+    aliases: [queue]
+  from_queue:
+    description: Queue emptied by O(source=queue).
+    type: str
+  to_queue:
+    description:
+      - Queue the tasks are put on. By default each task goes back to its own queue (RQ C(origin),
+        Celery C(queue) of the result). Required with O(source=queue).
+    type: str
+  failed_by:
+    description:
+      - Only tasks run by workers of this release (a version, matched per the worker identity
+        convention, narrowed to O(pool) when set), or, when it contains C(*), C(?) or C([), by workers
+        whose name matches this shell-style pattern (for example C(orders:2.4.*)).
+      - RQ reads the job's C(worker_name); Celery the result's C(worker) (stored with C(result_extended)).
+    type: str
+  pool:
+    description: With a version in O(failed_by), only workers of this pool.
+    type: str
+  since:
+    description:
+      - Only tasks that failed (or, for V(abandoned), started) at or after this time.
+      - Epoch seconds, ISO 8601 (C(2024-05-01T12:00:00Z), UTC when no zone is given), or a duration ago
+        (C(90s), C(30m), C(2h), C(1d)).
+    type: str
+  task_names:
+    description:
+      - Only tasks whose name matches one of these shell-style patterns (for example C(orders.tasks.*)).
+      - "RQ keeps the function name only inside the pickled job data, which this module never reads; it
+        matches the job's C(description) instead, which RQ sets to the call string C(module.func(args))
+        unless the application passed its own C(description=) at enqueue time."
+    type: list
+    elements: str
+    default: []
+  limit:
+    description: Replay at most this many tasks (oldest first for Celery; registry order for RQ).
+    type: int
+  heartbeat_timeout:
+    description: With O(source=abandoned), a worker whose last heartbeat is older than this many seconds is gone.
+    type: int
+    default: 90
+  broker_url:
+    description:
+      - Celery broker URL to publish to, when it is not the Redis given by the connection options
+        (which must hold the result backend). It may carry a password, so it is never logged.
+    type: str
+notes:
+  - Check mode counts what would be replayed and returns its ids; nothing is moved or published.
+  - A job whose data expired (RQ C(failure_ttl)) cannot be replayed and is reported under C(skipped).
+seealso:
+  - module: queueops.rollback.rollout_check
+"""
+
+EXAMPLES = r"""
+- name: Replay what release 2.4.1 of orders failed, now that 2.4.0 is back
+  queueops.rollback.task_requeue:
+    backend: rq
+    queues: [orders, emails]
+    failed_by: "2.4.1"
+    pool: orders
+    since: 2h
+    redis_url: "{{ orders_redis_url }}"
+
+- name: Recover jobs left in started by workers that were killed
+  queueops.rollback.task_requeue:
+    backend: rq
+    source: abandoned
+    queues: [orders]
+    redis_host: redis.internal
+
+- name: Re-publish failed Celery tasks of the bad release (result_extended must be on)
+  queueops.rollback.task_requeue:
+    backend: celery
+    queues: [default]
+    failed_by: "orders:2.4.1:*"
+    task_names: ["orders.*"]
+    redis_url: "{{ celery_redis_url }}"
+
+- name: Move everything waiting on orders-v2 back to orders
+  queueops.rollback.task_requeue:
+    backend: rq
+    source: queue
+    from_queue: orders-v2
+    to_queue: orders
+"""
+
+RETURN = r"""
+replayed:
+  description: Number of tasks put back on a queue (in check mode, that would be).
+  returned: always
+  type: int
+  sample: 42
+ids:
+  description: Ids of the replayed tasks, at most 1,000 (see C(sources) for complete counts).
+  returned: always
+  type: list
+  elements: str
+sources:
+  description:
+    - Per source, C(candidates) looked at, C(selected) by the filters, C(replayed), C(skipped) (reason to
+      count) and C(ids) (at most 1,000; C(ids_truncated) tells when more were replayed).
+  returned: always
+  type: dict
+  sample: {"failed": {"candidates": 50, "selected": 42, "replayed": 42, "skipped": {"filtered out": 8},
+           "ids": ["b1f0..."], "ids_truncated": false}}
+filters:
+  description: The filters applied (O(since) as epoch seconds).
+  returned: always
+  type: dict
+"""
+
+from typing import Any  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import (  # noqa: E402
+    RESULT_EXTENDED_OFF,
+    celery_requeue,
+    close_app,
+    make_app,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+    REDIS_MUTUALLY_EXCLUSIVE,
+    REDIS_REQUIRED_TOGETHER,
+    connect,
+    redis_argument_spec,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import InvalidFilter, Selection, parse_since  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import rq_requeue  # noqa: E402
+
+ARGUMENT_SPEC = redis_argument_spec(
+    backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
+    source={"type": "str", "default": "failed", "choices": ["failed", "abandoned", "queue"]},
+    queues={"type": "list", "elements": "str", "default": [], "aliases": ["queue"]},
+    from_queue={"type": "str"},
+    to_queue={"type": "str"},
+    failed_by={"type": "str"},
+    pool={"type": "str"},
+    since={"type": "str"},
+    task_names={"type": "list", "elements": "str", "default": []},
+    limit={"type": "int"},
+    heartbeat_timeout={"type": "int", "default": 90},
+    broker_url={"type": "str", "no_log": True},
+)
+
+
+def _problem(params: dict[str, Any]) -> str | None:
+    """What makes this combination of options unusable, in words."""
+    backend, source = params["backend"], params["source"]
+    if backend == "celery" and source != "failed":
+        return (
+            f"source={source} is RQ only: Celery keeps no started registry (with acks_late the broker "
+            "redelivers a killed worker's tasks itself) and its queues are moved by the broker"
+        )
+    if source == "queue":
+        if not params["from_queue"] or not params["to_queue"]:
+            return "source=queue needs from_queue and to_queue"
+        if params["from_queue"] == params["to_queue"]:
+            return "from_queue and to_queue are the same queue"
+        if params["failed_by"] or params["since"] or params["task_names"]:
+            return "failed_by, since and task_names select failed or abandoned tasks; source=queue moves everything"
+    elif backend == "rq" and not params["queues"]:
+        return f"source={source} needs queues (the RQ queues whose registries are read)"
+    if params["heartbeat_timeout"] < 1:
+        return "heartbeat_timeout must be 1 or more seconds"
+    return None
+
+
+def _replay(module: AnsibleModule, client, selection: Selection):
+    params = module.params
+    if params["backend"] == "rq":
+        return rq_requeue(
+            client,
+            source=params["source"],
+            queues=params["queues"],
+            selection=selection,
+            to_queue=params["to_queue"],
+            from_queue=params["from_queue"],
+            heartbeat_timeout=params["heartbeat_timeout"],
+            check_mode=module.check_mode,
+        )
+    app_params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None) if params["broker_url"] else params
+    app = make_app(app_params)
+    try:
+        report = celery_requeue(
+            client,
+            app,
+            queues=params["queues"],
+            selection=selection,
+            to_queue=params["to_queue"],
+            check_mode=module.check_mode,
+        )
+    finally:
+        close_app(app)
+    if report.skipped.get(RESULT_EXTENDED_OFF):
+        module.warn(
+            f"{report.skipped[RESULT_EXTENDED_OFF]} failed task(s) cannot be replayed: their results hold no "
+            "task name or arguments because result_extended is off in the Celery app; set result_extended=True"
+        )
+    return report
+
+
+def run_module() -> None:
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
+        required_together=REDIS_REQUIRED_TOGETHER,
+        supports_check_mode=True,
+    )
+    params = module.params
+    problem = _problem(params)
+    if problem:
+        module.fail_json(msg=problem)
+    try:
+        selection = Selection(
+            failed_by=params["failed_by"],
+            pool=params["pool"],
+            since=parse_since(params["since"]),
+            task_names=params["task_names"],
+            limit=params["limit"],
+        )
+    except InvalidFilter as exc:
+        module.fail_json(msg=str(exc))
+
+    client = connect(module)
+    try:
+        report = _replay(module, client, selection)
+    except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
+        module.fail_json(msg=f"replaying {params['source']} {params['backend']} tasks failed: {exc}")
+
+    where = params["to_queue"] or "their own queues"
+    result: dict[str, Any] = {
+        "changed": report.replayed > 0,
+        "replayed": report.replayed,
+        "ids": report.ids,
+        "sources": {report.name: report.as_dict()},
+        "filters": selection.describe(),
+        "msg": f"{'would replay' if module.check_mode else 'replayed'} {report.replayed} {params['source']} "
+        f"{params['backend']} task(s) onto {where}",
+    }
+    if module._diff:
+        result["diff"] = {
+            "before": f"{params['source']}: {report.selected} task(s) to replay\n",
+            "after": f"{params['source']}: {report.selected - report.replayed} task(s) to replay\n",
+        }
+    if report.replayed and not module.check_mode:
+        event = record_event(
+            client,
+            "task_requeue",
+            "replayed",
+            backend=params["backend"],
+            source=params["source"],
+            replayed=report.replayed,
+            to_queue=params["to_queue"],
+            filters=selection.describe(),
+            ids=report.ids[:100],
+        )
+        if event is None:
+            module.warn("could not record the replay in the queueops:events stream")
+    module.exit_json(**result)
+
+
+def main() -> None:
+    run_module()
+
+
+if __name__ == "__main__":
+    main()

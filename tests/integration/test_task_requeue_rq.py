@@ -1,0 +1,146 @@
+"""task_requeue on RQ 2.x: replay exactly what a bad release failed, once; recover a killed worker's job."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
+from tests.support.runner import run_module
+from tests.support.workers import start_rq_worker
+
+pytestmark = pytest.mark.slow
+
+GOOD = worker_name("shop", "1.0.0", 0)
+BAD = worker_name("shop", "2.0.0", 0)
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def workers():
+    started = []
+    yield started
+    for worker in started:
+        worker.stop(timeout=5)
+
+
+def _enqueue(redis_client, ledger, tokens, queue_name="orders", **kwargs):
+    from rq import Queue
+
+    queue = Queue(queue_name, connection=redis_client)
+    ids = {queue.enqueue("sampleapp.tasks.work", token, **kwargs).id: token for token in tokens}
+    ledger.note_enqueued(*tokens)
+    return ids
+
+
+def test_replays_exactly_what_the_bad_release_failed_once(redis_server, redis_client, ledger, workers):
+    from rq import Queue
+
+    bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0", fail_every=3)
+    workers.append(bad)
+    token_of = _enqueue(redis_client, ledger, [f"order-{i}" for i in range(30)])
+    assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 30)
+    bad.stop()
+    failed_tokens = set(ledger.failed_counts())
+    expected_ids = {job_id for job_id, token in token_of.items() if token in failed_tokens}
+    assert 0 < len(expected_ids) < 30
+    args = {"backend": "rq", "queues": ["orders"], "failed_by": "2.0.0", "pool": "shop", "redis_url": redis_server.url}
+
+    other_release = run_module("task_requeue", dict(args, failed_by="1.0.0"), check=True)
+    assert (other_release.failed, other_release["replayed"]) == (False, 0)
+    preview = run_module("task_requeue", args, check=True)
+    assert not preview.failed, preview.msg
+    assert preview.changed and set(preview["ids"]) == expected_ids
+    assert Queue("orders", connection=redis_client).failed_job_registry.count == len(expected_ids)  # nothing moved
+
+    replay = run_module("task_requeue", args)
+    assert not replay.failed, replay.msg
+    assert replay.changed and replay["replayed"] == len(expected_ids)
+    assert set(replay["ids"]) == expected_ids
+    assert replay["sources"]["failed"]["skipped"] == {}
+    queue = Queue("orders", connection=redis_client)
+    assert sorted(queue.get_job_ids()) == sorted(expected_ids)  # listed once each
+    assert {queue.fetch_job(job_id).get_status() for job_id in expected_ids} == {"queued"}
+
+    again = run_module("task_requeue", args)
+    assert (again.failed, again.changed, again["replayed"]) == (False, False, 0)
+
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+    assert ledger.duplicated() == {}
+    assert set(ledger.done_counts()) == set(token_of.values())
+    assert queue.failed_job_registry.count == 0
+    events = redis_client.xrange("queueops:events")
+    assert [e[1][b"action"] for e in events if e[1][b"module"] == b"task_requeue"] == [b"replayed"]
+
+
+def test_task_names_and_limit_select_and_count(redis_server, redis_client, ledger, workers):
+    workers.append(start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0", fail_every=1))
+    _enqueue(redis_client, ledger, [f"t-{i}" for i in range(5)])
+    assert _wait(lambda: len(ledger.failed_counts()) == 5)
+    workers[0].stop()
+    base = {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url}
+    none = run_module("task_requeue", dict(base, task_names=["other.module.*"]), check=True)
+    assert none["replayed"] == 0 and none["sources"]["failed"]["skipped"] == {"filtered out": 5}
+    some = run_module("task_requeue", dict(base, task_names=["sampleapp.tasks.*"], limit=2))
+    assert some["replayed"] == 2 and some["sources"]["failed"]["skipped"] == {"over the limit": 3}
+    rest = run_module("task_requeue", dict(base, since="10m"))
+    assert rest["replayed"] == 3
+
+
+def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_client, ledger, workers):
+    bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0")
+    workers.append(bad)
+    token_of = _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
+    assert _wait(lambda: len(ledger.starts()) == 1)
+    bad.kill()
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+
+    # Its hash is still there and its heartbeat is recent: it may still be running the job, so it stays.
+    fresh = run_module("task_requeue", args)
+    assert (fresh.changed, fresh["sources"]["abandoned"]["skipped"]) == (False, {"worker still running it": 1})
+
+    time.sleep(1.2)
+    recovered = run_module("task_requeue", dict(args, heartbeat_timeout=1))
+    assert not recovered.failed, recovered.msg
+    assert recovered["ids"] == list(token_of)
+    assert _wait(lambda: ledger.done_counts() == {"slow-1": 1}, timeout=45)
+    again = run_module("task_requeue", dict(args, heartbeat_timeout=1))
+    assert (again.changed, again["replayed"]) == (False, 0)
+
+
+def test_source_queue_moves_everything_and_bad_options_are_refused(redis_server, redis_client, ledger):
+    from rq import Queue
+
+    ids = _enqueue(redis_client, ledger, [f"m-{i}" for i in range(3)], queue_name="orders-v2")
+    moved = run_module(
+        "task_requeue",
+        {
+            "backend": "rq",
+            "source": "queue",
+            "from_queue": "orders-v2",
+            "to_queue": "orders",
+            "redis_url": redis_server.url,
+        },
+    )
+    assert moved["replayed"] == 3 and moved["ids"] == list(ids)
+    queue = Queue("orders", connection=redis_client)
+    assert queue.get_job_ids() == list(ids)
+    assert {queue.fetch_job(i).origin for i in ids} == {"orders"}
+
+    missing = run_module("task_requeue", {"backend": "rq", "redis_url": redis_server.url})
+    assert missing.failed and missing.msg == "source=failed needs queues (the RQ queues whose registries are read)"
+    bad_since = run_module(
+        "task_requeue", {"backend": "rq", "queues": ["orders"], "since": "yesterday", "redis_url": redis_server.url}
+    )
+    assert bad_since.failed and bad_since.msg.startswith("since 'yesterday' is not a time")
