@@ -106,7 +106,7 @@ options:
       - Free text stored with the history records of this run, for the post-mortem.
     type: str
 notes:
-  - Check mode reports what would change (RV(actions), RV(diff)) and touches nothing, not even the
+  - Check mode reports what would change (RV(actions) and, with C(--diff), the diff) and touches nothing, not even the
     history or the lock file.
   - Release directories, the history and C(current) are created with the permissions of the user running
     the module; give the worker's service read access to O(root).
