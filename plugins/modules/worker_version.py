@@ -297,6 +297,10 @@ def run_module() -> None:
         result = {"changed": False, "actions": [], "history_file": pool.history_path}
         if params["state"] == "query":
             module.exit_json(msg=f"{pool.name}: current is {pool.current()}", **result, **pool.facts())
+        if params["state"] not in ("staged", "active"):
+            ignored = [name for name in ("src", "wheelhouse", "requirements") if params[name]]
+            if ignored:
+                module.warn(f"{', '.join(ignored)} only apply to state=staged or state=active; ignored")
         before = pool.describe()
         purpose = f"state={params['state']} version={params['version']}"
         with pool.locked(purpose, create=params["state"] in ("staged", "active")):

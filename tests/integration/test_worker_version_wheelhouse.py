@@ -11,6 +11,7 @@ import pytest
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import read_jsonl
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, ReleaseError, Source
 from tests.support.paths import SAMPLE_APP
+from tests.support.runner import run_module
 from tests.support.wheelhouse import rq_wheelhouse
 
 
@@ -44,7 +45,9 @@ def test_wheelhouse_release_has_a_working_venv_after_the_rename(tmp_path, wheelh
     assert pool.stage("1.0", source) is False
     # other requirements for the same version: refused, releases are immutable
     with pytest.raises(ReleaseError, match=r"already exists with different content"):
-        pool.stage("1.0", Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0", "click"]))
+        pool.stage(
+            "1.0", Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0", "click"])
+        )
     assert [r["action"] for r in read_jsonl(pool.history_path)] == ["staged"]
 
 
@@ -55,3 +58,25 @@ def test_requirement_missing_from_wheelhouse_fails_clearly_and_leaves_no_release
         pool.stage("2.0", source)
     assert os.listdir(pool.releases_dir) == []
     assert read_jsonl(pool.history_path) == []
+
+
+def test_module_stages_and_activates_from_a_wheelhouse_and_requirements_file(tmp_path, wheelhouse):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("rq==2.12.0\n")
+    params = {
+        "root": str(tmp_path / "root"),
+        "pool": "emails",
+        "version": "7.1",
+        "state": "active",
+        "src": str(wheelhouse),
+        "requirements": [str(requirements)],
+    }
+    result = run_module("worker_version", params)
+    assert not result.failed, result.msg
+    assert result.changed
+    assert result["current"] == "7.1"
+    current = tmp_path / "root" / "emails" / "current"
+    check = subprocess.run([str(current / "venv" / "bin" / "python"), "-c", "import rq"], check=False)
+    assert check.returncode == 0
+    assert (current / ".queueops" / "requirements.txt").read_text() == "rq==2.12.0\n"
+    assert not run_module("worker_version", params).changed
