@@ -7,7 +7,7 @@ Layout on the host::
     <root>/<name>/<id>/manifest.json          every item with its sha256 (and the content digest)
     <root>/<name>/<id>/manifest.json.sha256   checksum of the manifest itself
     <root>/<name>/<id>/summary.json           id, created, reason, size, counts (for listing only)
-    <root>/<name>/<id>/files/<sha256>         file contents, content addressed
+    <root>/<name>/<id>/files.bin              file contents back to back (each distinct content once)
     <root>/<name>/<id>/keys.bin               DUMP payloads of the keys, back to back
     <root>/<name>/history.jsonl               taken / restored / deleted, who and when
 
@@ -68,7 +68,7 @@ MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 SUMMARY = "summary.json"
 KEYS_BLOB = "keys.bin"
-FILES_DIR = "files"
+FILES_BLOB = "files.bin"
 HISTORY = "history.jsonl"
 LOCK = ".lock"
 TMP_PREFIX = ".tmp-"
@@ -485,13 +485,23 @@ def _build_manifest(
             }
         )
         offset += len(payload)
+    file_offsets: dict[str, int] = {}
+    entries = [scan.entries[path] for path in sorted(scan.entries)]
+    pack_size = 0
+    for entry in entries:
+        if entry["type"] == "file":
+            if entry["sha256"] not in file_offsets:
+                file_offsets[entry["sha256"]] = pack_size
+                pack_size += entry["size"]
+            entry["offset"] = file_offsets[entry["sha256"]]
     manifest = {
         "format": FORMAT_VERSION,
         "name": name,
         "paths": list(paths),
         "redis_patterns": list(patterns),
         "roots": scan.roots,
-        "entries": [scan.entries[path] for path in sorted(scan.entries)],
+        "entries": entries,
+        "files_size": pack_size,
         "keys": keys,
     }
     manifest["content_digest"] = content_digest(manifest)
@@ -619,25 +629,25 @@ def _rewrite_summary_id(snapdir: Path, snap_id: str) -> None:
 def _write_snapshot_content(
     tmp: Path, manifest: dict[str, Any], scan: FileScan, key_states: dict[bytes, dict[str, Any]]
 ) -> None:
-    files_dir = tmp / FILES_DIR
-    files_dir.mkdir(mode=0o700)
-    for entry in manifest["entries"]:
-        if entry["type"] != "file":
-            continue
-        blob = files_dir / entry["sha256"]
-        if blob.exists():
-            continue
-        digest = hashlib.sha256()
-        fd = os.open(tmp / f"{FILES_DIR}/.partial", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out, open(entry["path"], "rb") as source:
-            for chunk in iter(lambda: source.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != entry["sha256"]:
-            raise SnapshotError(f"{entry['path']} changed while the snapshot was taken; run again")
-        os.rename(tmp / f"{FILES_DIR}/.partial", blob)
+    """Write the file contents and key payloads: two files, two fsyncs, whatever the item count."""
+    written: set[str] = set()
+    fd = os.open(tmp / FILES_BLOB, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        for entry in manifest["entries"]:
+            if entry["type"] != "file" or entry["sha256"] in written:
+                continue
+            if out.tell() != entry["offset"]:
+                raise SnapshotError(f"internal error: {FILES_BLOB} offset of {entry['path']} is wrong")
+            digest = hashlib.sha256()
+            with open(entry["path"], "rb") as source:
+                for chunk in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if digest.hexdigest() != entry["sha256"]:
+                raise SnapshotError(f"{entry['path']} changed while the snapshot was taken; run again")
+            written.add(entry["sha256"])
+        out.flush()
+        os.fsync(out.fileno())
     if manifest["keys"]:
         fd = os.open(tmp / KEYS_BLOB, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as out:
@@ -645,7 +655,12 @@ def _write_snapshot_content(
                 out.write(key_states[key_from_json(entry)]["payload"])
             out.flush()
             os.fsync(out.fileno())
-    fsync_dir(files_dir)
+
+
+def read_file_copy(snapdir: Path, entry: dict[str, Any]) -> bytes:
+    with open(snapdir / FILES_BLOB, "rb") as pack:
+        pack.seek(entry["offset"])
+        return pack.read(entry["size"])
 
 
 # ------------------------------------------------------------------------------------ verify
@@ -678,26 +693,40 @@ def load_manifest(snapdir: Path) -> dict[str, Any]:
     return manifest
 
 
+def _verify_files(label: str, snapdir: Path, manifest: dict[str, Any]) -> None:
+    files = [entry for entry in manifest["entries"] if entry["type"] == "file"]
+    try:
+        pack = open(snapdir / FILES_BLOB, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        raise CorruptSnapshot(f"{label} is corrupt: {FILES_BLOB} (the file contents) is missing") from None
+    with pack:
+        actual_size = os.fstat(pack.fileno()).st_size
+        checked: set[str] = set()
+        for entry in files:
+            if entry["sha256"] in checked:
+                continue
+            if entry["offset"] + entry["size"] > actual_size:
+                raise CorruptSnapshot(
+                    f"{label} is corrupt: the copy of {entry['path']} is truncated "
+                    f"({FILES_BLOB} has {actual_size} bytes, expected {manifest['files_size']})"
+                )
+            pack.seek(entry["offset"])
+            sha = hashlib.sha256(pack.read(entry["size"])).hexdigest()
+            if sha != entry["sha256"]:
+                raise CorruptSnapshot(
+                    f"{label} is corrupt: the copy of {entry['path']} has sha256 {sha}, expected {entry['sha256']}"
+                )
+            checked.add(entry["sha256"])
+        if actual_size != manifest["files_size"]:
+            raise CorruptSnapshot(
+                f"{label} is corrupt: {FILES_BLOB} has {actual_size} bytes, expected {manifest['files_size']}"
+            )
+
+
 def verify_snapshot(snapdir: Path, manifest: dict[str, Any]) -> bytes:
     """Check every blob's size and sha256; return the key payloads blob. Raises CorruptSnapshot."""
     label = f"snapshot {snapdir.parent.name}/{snapdir.name}"
-    checked: set[str] = set()
-    for entry in manifest["entries"]:
-        if entry["type"] != "file" or entry["sha256"] in checked:
-            continue
-        blob = snapdir / FILES_DIR / entry["sha256"]
-        if not blob.is_file():
-            raise CorruptSnapshot(f"{label} is corrupt: the copy of {entry['path']} is missing")
-        sha, size = _sha256_file(blob)
-        if size != entry["size"]:
-            raise CorruptSnapshot(
-                f"{label} is corrupt: the copy of {entry['path']} has {size} bytes, expected {entry['size']}"
-            )
-        if sha != entry["sha256"]:
-            raise CorruptSnapshot(
-                f"{label} is corrupt: the copy of {entry['path']} has sha256 {sha}, expected {entry['sha256']}"
-            )
-        checked.add(sha)
+    _verify_files(label, snapdir, manifest)
     keys = manifest["keys"]
     if not keys:
         return b""
@@ -875,7 +904,7 @@ def apply_restore(plan: RestorePlan, root: str, name: str, client=None) -> None:
             os.chown(entry["path"], entry["uid"], entry["gid"])
             os.chmod(entry["path"], entry["mode"])
         for entry in plan.writes:
-            data = (plan.snapdir / FILES_DIR / entry["sha256"]).read_bytes()
+            data = read_file_copy(plan.snapdir, entry)
             if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # changed since verification
                 raise CorruptSnapshot(f"the copy of {entry['path']} changed during the restore")
             os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
@@ -957,7 +986,7 @@ def restore_diff(plan: RestorePlan) -> list[dict[str, Any]]:
         header = {"before_header": path, "after_header": f"{path} (snapshot {plan.snap_id})"}
         exists = os.path.isfile(path) and not os.path.islink(path)
         before = _read_limited(path) if exists else b""
-        after = (plan.snapdir / FILES_DIR / entry["sha256"]).read_bytes() if entry["size"] <= DIFF_MAX_BYTES else None
+        after = read_file_copy(plan.snapdir, entry) if entry["size"] <= DIFF_MAX_BYTES else None
         if before is None or after is None:
             diffs.append({**header, "prepared": f"{path}: too large to show (restored from snapshot)\n"})
             continue

@@ -93,8 +93,8 @@ def test_restore_check_mode_diff_then_restore_then_restore_again(setup, redis_cl
 def test_corrupted_snapshot_is_refused_with_nothing_changed(setup, redis_client):
     top, args = setup
     taken = run_module("config_snapshot", args)
-    blob = next(Path(taken["path"], "files").iterdir())
-    blob.write_bytes(blob.read_bytes() + b"tampered")
+    blob = Path(taken["path"], "files.bin")
+    blob.write_bytes(blob.read_bytes().replace(b"workers = 4", b"workers = 5"))
     (top / "app.conf").write_text("drifted\n")
     redis_client.set("orders:gate:router", "v2")
     files_before, keys_before = tree_state(top), key_dumps(redis_client)

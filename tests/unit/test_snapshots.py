@@ -260,7 +260,7 @@ def test_owner_only_change_is_fixed_without_rewriting_the_file(etc, store):
 
 
 def _flip_file_blob(snapdir: Path) -> str:
-    blob = sorted((snapdir / "files").iterdir())[0]
+    blob = snapdir / "files.bin"
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x01
     blob.write_bytes(bytes(data))
@@ -274,9 +274,10 @@ def _truncate_keys(snapdir: Path) -> str:
 
 
 def _truncate_file_blob(snapdir: Path) -> str:
-    blob = max((snapdir / "files").iterdir(), key=lambda p: p.stat().st_size)
-    blob.write_bytes(blob.read_bytes()[:10])
-    return "has 10 bytes, expected 1024"
+    blob = snapdir / "files.bin"
+    size = blob.stat().st_size
+    blob.write_bytes(blob.read_bytes()[:-10])
+    return f"is truncated (files.bin has {size - 10} bytes, expected {size})"
 
 
 def _remove_manifest(snapdir: Path) -> str:
