@@ -1,0 +1,125 @@
+"""rollout_check: a good and a bad release side by side; the gate passes one and fails the other, numbers exact."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
+from tests.support.runner import run_module
+from tests.support.workers import start_celery_worker, start_rq_worker
+
+pytestmark = pytest.mark.slow
+
+WINDOW = 9
+TASKS = 45
+
+
+def _wait(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def workers():
+    started = []
+    yield started
+    for worker in started:
+        worker.stop(timeout=10)
+
+
+def _gates(backend: str, redis_client, url: str, enqueue):
+    """Both gates observe the same window while the tasks run; returns (good, bad) results."""
+    base = {"backend": backend, "queues": ["orders"], "pool": "shop", "window": WINDOW, "redis_url": url}
+    clients_before = len(redis_client.client_list())
+    with ThreadPoolExecutor(2) as pool:
+        good = pool.submit(run_module, "rollout_check", dict(base, release="1.0.0", min_tasks=5))
+        bad = pool.submit(run_module, "rollout_check", dict(base, release="2.0.0", min_tasks=5))
+        # Each module holds its Redis connection open while it observes: then its window has begun.
+        assert _wait(lambda: len(redis_client.client_list()) >= clients_before + 2)
+        time.sleep(0.5)
+        enqueue()
+        return good.result(), bad.result()
+
+
+def _expected(ledger, release: str) -> tuple[int, int]:
+    started = {s["token"] for s in ledger.starts() if s["release"] == release}
+    failed = started & set(ledger.failed_counts())
+    return len(started) - len(failed), len(failed)
+
+
+def _check(good, bad, ledger):
+    assert not good.failed, good.msg
+    assert good["healthy"] and good["verdict"] == "healthy"
+    assert (good["numbers"]["successes"], good["numbers"]["failures"]) == _expected(ledger, "1.0.0")
+    assert good["numbers"]["live_workers"] == 1
+    assert bad.failed and bad["verdict"] == "unhealthy" and not bad["healthy"]
+    successes, failures = _expected(ledger, "2.0.0")
+    assert failures > 0
+    assert (bad["numbers"]["successes"], bad["numbers"]["failures"]) == (successes, failures)
+    ratio = failures / (successes + failures)
+    assert bad.msg == (
+        f"release 2.0.0 of pool shop is unhealthy: {failures} of {successes + failures} tasks failed "
+        f"({ratio * 100:.1f}%), more than max_failure_ratio 5.0%"
+    )
+    assert good["numbers"]["tasks"] + bad["numbers"]["tasks"] == TASKS
+
+
+def test_rq_gate_passes_the_good_release_and_fails_the_bad_one(redis_server, redis_client, ledger, workers):
+    from rq import Queue
+
+    workers.append(start_rq_worker(redis_server.url, ["orders"], worker_name("shop", "1.0.0", 0), release="1.0.0"))
+    workers.append(
+        start_rq_worker(redis_server.url, ["orders"], worker_name("shop", "2.0.0", 0), release="2.0.0", fail_every=3)
+    )
+    queue = Queue("orders", connection=redis_client)
+    tokens = [f"rq-{i}" for i in range(TASKS)]
+
+    def enqueue():
+        for token in tokens:
+            queue.enqueue("sampleapp.tasks.work", token)
+        ledger.note_enqueued(*tokens)
+        assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
+
+    good, bad = _gates("rq", redis_client, redis_server.url, enqueue)
+    _check(good, bad, ledger)
+
+
+def test_celery_gate_passes_the_good_release_and_fails_the_bad_one(redis_server, redis_client, ledger, workers):
+    from celery import Celery
+
+    workers.append(
+        start_celery_worker(redis_server.url, ["orders"], worker_name("shop", "1.0.0", 0) + "@test", release="1.0.0")
+    )
+    workers.append(
+        start_celery_worker(
+            redis_server.url, ["orders"], worker_name("shop", "2.0.0", 0) + "@test", release="2.0.0", fail_every=3
+        )
+    )
+    app = Celery(broker=redis_server.url, set_as_current=False)
+    tokens = [f"cel-{i}" for i in range(TASKS)]
+
+    def enqueue():
+        for token in tokens:
+            app.send_task("sampleapp.work", args=[token], queue="orders")
+        ledger.note_enqueued(*tokens)
+        assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
+
+    good, bad = _gates("celery", redis_client, redis_server.url, enqueue)
+    _check(good, bad, ledger)
+
+
+def test_quiet_window_is_inconclusive_and_missing_workers_fail(redis_server, redis_client):
+    args = {"backend": "rq", "queues": ["orders"], "release": "9.9.9", "window": 0.5, "redis_url": redis_server.url}
+    quiet = run_module("rollout_check", dict(args, min_workers=0, inconclusive_is="pass"))
+    assert not quiet.failed and quiet["verdict"] == "inconclusive" and quiet["healthy"]
+    nobody = run_module("rollout_check", args)
+    assert nobody.failed and nobody["reasons"] == ["only 0 live worker(s) of release 9.9.9, at least 1 required"]
+    bad_ratio = run_module("rollout_check", dict(args, max_failure_ratio=2))
+    assert bad_ratio.failed and bad_ratio.msg == "max_failure_ratio must be between 0 and 1, not 2.0"
