@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 export CONTAINERS_CONF := $(CURDIR)/.config/containers.conf
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.cache/collections
-export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH := false
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 

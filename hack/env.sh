@@ -4,7 +4,6 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$top/.venv/bin:$PATH"
 export CONTAINERS_CONF="$top/.config/containers.conf"
 export ANSIBLE_COLLECTIONS_PATH="$top/.cache/collections"
-export ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false
 export MOLECULE_GLOB='molecule/*/molecule.yml'
 export ANSIBLE_LOCAL_TEMP="$top/.cache/ansible-tmp"
 export PYTHONDONTWRITEBYTECODE=1

@@ -42,7 +42,6 @@ class TaskResult:
 def runner_env(**extra: str) -> dict[str, str]:
     env = {
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS_PATH),
-        "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false",
         "ANSIBLE_PYTHON_INTERPRETER": os.environ.get("QUEUEOPS_TEST_PYTHON", _python()),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_RETRY_FILES_ENABLED": "false",
