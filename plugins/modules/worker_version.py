@@ -209,6 +209,8 @@ msg:
   sample: rolled back orders from 2.4.1 to 2.4.0
 """
 
+import os  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import (  # noqa: E402
@@ -247,6 +249,9 @@ def _source(module: AnsibleModule) -> Source:
             raise ReleaseError("requirements need a wheelhouse: set wheelhouse, or src to the wheelhouse directory")
     if wheelhouse is not None and not params["requirements"]:
         raise ReleaseError("wheelhouse is set but requirements are not: say what to install from it")
+    for what, path in (("src", src), ("wheelhouse", wheelhouse)):
+        if path is not None and not os.path.exists(path):
+            raise ReleaseError(f"{what} {path} does not exist on the host")
     python = params["venv_python"]
     if wheelhouse is not None:
         python = module.get_bin_path(python) if "/" not in python else python
@@ -255,12 +260,12 @@ def _source(module: AnsibleModule) -> Source:
     return Source(code=src, wheelhouse=wheelhouse, requirements=params["requirements"], python=python)
 
 
-def _apply(pool: Pool, module: AnsibleModule) -> str:
+def _apply(pool: Pool, module: AnsibleModule, source: Source | None) -> str:
     """Do what ``state`` asks; return the summary line."""
     params = module.params
     state, version, reason = params["state"], params["version"], params["reason"]
     if state in ("staged", "active"):
-        staged = pool.stage(version, _source(module), reason=reason)
+        staged = pool.stage(version, source, reason=reason)
         if state == "staged":
             return f"staged {pool.name} {version}" if staged else f"{pool.name} {version} is already staged"
         before = pool.current()
@@ -297,15 +302,18 @@ def run_module() -> None:
         result = {"changed": False, "actions": [], "history_file": pool.history_path}
         if params["state"] == "query":
             module.exit_json(msg=f"{pool.name}: current is {pool.current()}", **result, **pool.facts())
-        if params["state"] not in ("staged", "active"):
+        if params["keep"] < 0:
+            raise ReleaseError(f"keep must be 0 or more, got {params['keep']}")
+        source = _source(module) if params["state"] in ("staged", "active") else None
+        if source is None:
             ignored = [name for name in ("src", "wheelhouse", "requirements") if params[name]]
             if ignored:
                 module.warn(f"{', '.join(ignored)} only apply to state=staged or state=active; ignored")
-        before = pool.describe()
         purpose = f"state={params['state']} version={params['version']}"
         with pool.locked(purpose, create=params["state"] in ("staged", "active")):
+            before = pool.describe()
             pool.reconcile()
-            msg = _apply(pool, module)
+            msg = _apply(pool, module, source)
             facts = pool.facts()
             after = pool.describe()
     except ReleaseError as exc:

@@ -89,6 +89,11 @@ def test_bad_version_fails_with_a_clear_message_and_creates_nothing(tmp_path):
     assert result.msg == "version '../../etc' must not contain '/', '\\' or '..'"
     assert not (tmp_path / "root").exists()
 
+    missing = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=str(tmp_path / "nope")))
+    assert missing.failed
+    assert missing.msg == f"src {tmp_path / 'nope'} does not exist on the host"
+    assert not (tmp_path / "root").exists()
+
 
 def test_second_concurrent_run_fails_fast_naming_the_holder(tmp_path):
     pool = pool_with(tmp_path, "1.0", "2.0", activate=("1.0",))
