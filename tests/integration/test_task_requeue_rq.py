@@ -25,6 +25,22 @@ def _wait(predicate, timeout=30.0):
     return False
 
 
+def kill_with_horse(worker) -> None:
+    """SIGKILL an RQ worker mid-job like an OOM kill: its work horse too (RQ moves the horse to its own session)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == worker.pid:  # parent pid
+            os.kill(int(stat.parent.name), signal.SIGKILL)
+    worker.kill()
+
+
 @pytest.fixture
 def workers():
     started = []
@@ -102,7 +118,7 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
     assert _wait(lambda: len(ledger.starts()) == 1)
-    bad.kill()
+    kill_with_horse(bad)
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
     args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
 
@@ -115,6 +131,7 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_
     assert not recovered.failed, recovered.msg
     assert recovered["ids"] == list(token_of)
     assert _wait(lambda: ledger.done_counts() == {"slow-1": 1}, timeout=45)
+    assert [s["worker"] for s in ledger.starts()] == [BAD, GOOD]  # killed once, then run once
     again = run_module("task_requeue", dict(args, heartbeat_timeout=1))
     assert (again.changed, again["replayed"]) == (False, 0)
 
