@@ -14,10 +14,11 @@ description:
   - Needs only the Redis connection and the C(redis) library (plus C(celery) and C(kombu) for Celery)
     where it runs, not the application's code.
   - B(RQ) pauses with the C(rq:suspended) key, the one C(rq suspend) sets. It is B(global to the Redis
-    database): every RQ worker of that database stops taking jobs, not only those of O(queues).
+    database); every RQ worker of that database stops taking jobs, not only those of O(queues).
     O(ttl) makes the key expire, so a playbook that dies cannot leave the workers suspended.
-  - RQ workers idle in their blocking dequeue (BLPOP/BLMOVE) read the key only when that dequeue returns,
-    up to the dequeue timeout (405 s by default) or with the next job. So the module hands each idle
+  - RQ workers idle in their blocking dequeue (BLPOP/BLMOVE) read the key only after they have taken and
+    run one more job (a dequeue timeout or C(CLIENT UNBLOCK) only makes them block again, or quit). So
+    the module hands each idle
     worker of O(queues) one no-op job (C(time.time), result TTL 0) at the head of its queue; the worker
     runs it, reads C(rq:suspended) and stops. The module returns when no worker of O(queues) is idle.
     The no-op job uses RQ's default pickle serializer.
