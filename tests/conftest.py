@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +16,8 @@ if not (COLLECTIONS_PATH / "ansible_collections" / "queueops" / "rollback").exis
     raise pytest.UsageError("the collection is not linked under .cache/collections: run `make setup` first")
 sys.path.insert(0, str(COLLECTIONS_PATH))
 sys.path.insert(0, str(REPO))
+# ansible-runner finds ansible-playbook on PATH: the one of the Python running the tests.
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
 @pytest.fixture(scope="session")

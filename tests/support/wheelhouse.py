@@ -19,17 +19,30 @@ RQ_REQUIREMENTS = ["rq==2.12.0"]
 
 
 def wheelhouse_with(name: str, requirements: list[str]) -> Path:
-    """A directory of wheels for ``requirements`` and all their dependencies; reused when unchanged."""
+    """Wheels for ``requirements`` and their dependencies, pinned by requirements-dev.txt; reused when unchanged."""
     path = WHEELHOUSES / name
     stamp = path / ".requirements.sha256"
-    want = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()
+    constraints = (REPO / "requirements-dev.txt").read_bytes()
+    want = hashlib.sha256("\n".join(sorted(requirements)).encode() + constraints).hexdigest()
     if stamp.exists() and stamp.read_text() == want:
         return path
     path.mkdir(parents=True, exist_ok=True)
     for old in path.iterdir():
         old.unlink()
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check", "-w", str(path), *requirements],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--disable-pip-version-check",
+            "-w",
+            str(path),
+            "-c",
+            str(REPO / "requirements-dev.txt"),
+            *requirements,
+        ],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
