@@ -399,11 +399,14 @@ def _tree_size(path: Path) -> int:
     return total
 
 
-def _ensure_private_dir(path: Path) -> None:
-    """Create ``path`` 0700 (parents 0755 as usual) and tighten it if it already exists."""
+def _ensure_private_dir(path: Path, *, tighten: bool = True) -> None:
+    """Create ``path`` 0700 (parents 0755 as usual); with ``tighten`` make an existing one 0700 too."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileExistsError):
+    try:
         path.mkdir(mode=0o700)
+    except FileExistsError:
+        if not tighten:
+            return
     os.chmod(path, 0o700)
 
 
@@ -559,13 +562,14 @@ def take_snapshot(
 
     snapshots = list_snapshots(root, name)
     latest = snapshots[-1] if snapshots else None
+    if latest and latest.get("content_digest") == manifest["content_digest"]:
+        changes = _compare(manifest, manifest)
+        return TakeResult(False, latest["id"], str(base / latest["id"]), latest, latest["id"], changes, scan.warnings)
     previous_manifest = None
     if latest:
         with contextlib.suppress(SnapshotError):
             previous_manifest = load_manifest(base / latest["id"])
     changes = _compare(previous_manifest, manifest)
-    if latest and latest.get("content_digest") == manifest["content_digest"]:
-        return TakeResult(False, latest["id"], str(base / latest["id"]), latest, latest["id"], changes, scan.warnings)
 
     created = time.time()
     snap_id = new_snapshot_id(created, manifest["content_digest"])
@@ -587,7 +591,7 @@ def take_snapshot(
         summary["size"] = sum(e.get("size", 0) for e in manifest["entries"]) + sum(k["size"] for k in manifest["keys"])
         return TakeResult(True, snap_id, str(base / snap_id), summary, latest and latest["id"], changes, scan.warnings)
 
-    _ensure_private_dir(Path(root))
+    _ensure_private_dir(Path(root), tighten=False)  # an existing root is the user's to set up
     _ensure_private_dir(base)
     with _lock(base, "take"):
         _clean_stale_tmp(base)
@@ -596,7 +600,7 @@ def take_snapshot(
             os.chmod(tmp, 0o700)
             _write_snapshot_content(tmp, manifest, scan, key_states)
             manifest.update(id=snap_id, created=summary["created"], created_ts=created, reason=reason)
-            manifest_bytes = json.dumps(manifest, sort_keys=True, indent=1).encode()
+            manifest_bytes = _canonical_json(manifest)  # no indent: keeps the C encoder (100k keys)
             _write_private(tmp / MANIFEST, manifest_bytes)
             _write_private(tmp / MANIFEST_SUM, f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST}\n".encode())
             summary["size"] = _tree_size(tmp)

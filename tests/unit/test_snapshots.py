@@ -185,6 +185,7 @@ def test_round_trip_restores_every_redis_type_with_its_ttl(etc, store, redis_cli
     assert redis_client.pttl("app:counter") == -1
     assert redis_client.pttl("app:list") == -1
     assert plan.outline()["keys_deleted"] == ["app:added-later"]
+    assert not snap.plan_restore(store, "orders", None, lambda: redis_client).changed  # every type in place
     assert set(plan.outline()["keys_restored"]) == {
         "app:gate:new-router", "app:counter", "app:routing", "app:list", "app:set", "app:limits", "app:stream",
     }  # fmt: skip
@@ -287,7 +288,7 @@ def _remove_manifest(snapdir: Path) -> str:
 
 def _edit_manifest(snapdir: Path) -> str:
     path = snapdir / "manifest.json"
-    path.write_text(path.read_text().replace('"ttl_ms": 0', '"ttl_ms": 1', 1))
+    path.write_text(path.read_text().replace('"ttl_ms":0', '"ttl_ms":1', 1))
     return "manifest.json has sha256"
 
 
