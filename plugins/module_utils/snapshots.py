@@ -926,7 +926,14 @@ def apply_restore(plan: RestorePlan, root: str, name: str, client=None) -> None:
         for path in plan.removals:  # deepest first
             _remove(path)
         if plan.key_restores or plan.key_deletes:
-            _apply_keys(plan, client)
+            try:
+                _apply_keys(plan, client)
+            except RedisError as exc:
+                files_done = bool(plan.mkdirs or plan.writes or plan.metadata or plan.links or plan.removals)
+                done = "the files were restored but " if files_done else ""
+                raise SnapshotError(
+                    f"{done}the Redis keys of snapshot {plan.snap_id} were not (the transaction did not run): {exc}"
+                ) from None
         _record_history(base, "restored", id=plan.snap_id, **{k: len(v) for k, v in plan.outline().items()})
 
 

@@ -95,6 +95,10 @@ notes:
     member by member) and whether it has a TTL; the TTL itself decays and is restored to the time
     that was left when the snapshot was taken.
   - Snapshots taken within the same second are ordered by their creation time recorded in the snapshot.
+  - A restore changes files first, then runs the one Redis transaction. If Redis fails in between,
+    the task fails saying the files were restored and the keys were not; running it again converges.
+  - Taking and restoring on a live pool is safe but not a point-in-time copy across files and keys;
+    pause the pool's queues first (M(queueops.rollback.queue_pause)) for a consistent snapshot.
 seealso:
   - module: queueops.rollback.worker_version
 """
