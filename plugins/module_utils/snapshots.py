@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import (
     FileLock,
     LockHeld,
@@ -274,11 +275,15 @@ def _value_digest(kind: str, value: Any) -> str | None:
 
 
 def scan_keys(client, patterns: list[str]) -> list[bytes]:
-    """Every key matching any pattern, via SCAN (never KEYS), sorted and without duplicates."""
+    """Every key matching any pattern, via SCAN (never KEYS), sorted and without duplicates.
+
+    The event stream is never part of a snapshot: a restore must not roll back the record of it.
+    """
     names: set[bytes] = set()
     for pattern in patterns:
         for name in client.scan_iter(match=pattern, count=SCAN_COUNT):
             names.add(name)
+    names.discard(EVENTS_STREAM.encode())
     return sorted(names)
 
 

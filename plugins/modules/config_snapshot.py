@@ -50,7 +50,9 @@ options:
     description:
       - Key patterns (Redis C(SCAN MATCH) syntax) to snapshot with O(state=present). Keys are found
         with C(SCAN), never C(KEYS). Every type is supported, with its TTL.
-      - On restore, keys that match these patterns now but did not exist at snapshot time are deleted.
+      - On restore, keys that match these patterns now but did not exist at snapshot time are deleted,
+        so choose patterns that match configuration keys only, never queues or job data.
+      - The C(queueops:events) stream is never included.
       - When empty, the snapshot holds files only and Redis is contacted only to record the event
         (when O(redis_url) or O(sentinel_hosts) is set).
     type: list

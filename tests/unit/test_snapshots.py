@@ -200,6 +200,17 @@ def test_binary_key_names_round_trip(store, redis_client):
     assert redis_client.get(name) == b"\x00\x01"
 
 
+def test_event_stream_is_never_snapshotted_nor_rolled_back(store, redis_client):
+    redis_client.xadd("queueops:events", {"action": "before"})
+    redis_client.set("cfg", "1")
+    taken = snap.take_snapshot(store, "orders", [], ["*"], redis_client)
+    assert taken.summary["keys"] == 1
+    redis_client.xadd("queueops:events", {"action": "after"})
+    redis_client.set("cfg", "2")
+    restore(store, redis_client)
+    assert (redis_client.get("cfg"), redis_client.xlen("queueops:events")) == (b"1", 2)
+
+
 def test_snapshot_directories_and_files_are_readable_by_root_only(etc, store, redis_client):
     seed_keys(redis_client)
     taken = take(store, etc, redis_client)
