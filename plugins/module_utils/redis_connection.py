@@ -64,8 +64,13 @@ def describe_target(params: dict[str, Any]) -> str:
     if params.get("sentinel_hosts"):
         return f"sentinel {','.join(params['sentinel_hosts'])} service {params.get('sentinel_service')}"
     if params.get("redis_url"):
-        parts = urlsplit(params["redis_url"])
-        return f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'}"
+        # Never the URL itself: Ansible masks any text equal to a no_log value, so the message
+        # would read "********". Host, port and db are what a user needs to see.
+        try:
+            parts = urlsplit(params["redis_url"])
+            return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or '/0'} (redis_url)"
+        except ValueError:
+            return "the host of redis_url"
     return f"{params.get('redis_host', 'localhost')}:{params.get('redis_port', 6379)}/{params.get('redis_db', 0)}"
 
 

@@ -64,7 +64,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.identity import 
 __all__ = ["LockHeld", "RedisError"]
 
 FORMAT_VERSION = 1
-_UTC = datetime.timezone.utc  # noqa: UP017 - datetime.UTC needs Python 3.11; targets run 3.9+
+_UTC = datetime.timezone.utc
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
 SUMMARY = "summary.json"
@@ -323,7 +323,7 @@ def read_key_states(client, names: list[bytes], *, with_payload: bool) -> dict[b
         pipe = client.pipeline(transaction=False)
         for name in present:
             _queue_value_read(pipe, name, states[name]["type"])
-        for name, value in zip(present, pipe.execute()):  # noqa: B905 - strict= needs 3.10
+        for name, value in zip(present, pipe.execute()):
             digest = _value_digest(states[name]["type"], value)
             if digest is None:
                 del states[name]

@@ -210,11 +210,11 @@ snapshots:
       returned: when the summary is unreadable
 """
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402 - documentation comes first
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
     RedisConnectionError,

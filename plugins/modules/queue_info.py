@@ -67,13 +67,13 @@ suspension_ttl:
   type: int
 """
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
     connect,

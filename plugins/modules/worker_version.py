@@ -209,11 +209,11 @@ msg:
   sample: rolled back orders from 2.4.1 to 2.4.0
 """
 
-import os  # noqa: E402
+import os
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils.releases import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.releases import (
     Pool,
     ReleaseError,
     Source,

@@ -45,7 +45,7 @@ def test_unreachable_server_is_reported_with_its_address():
 
 def test_describe_target_never_shows_the_password():
     text = describe_target({"redis_url": "redis://:hunter2@db.example:6380/2"})
-    assert text == "redis://db.example:6380/2"
+    assert text == "db.example:6380/2 (redis_url)"
     assert "hunter2" not in text
 
 
