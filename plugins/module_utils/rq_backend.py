@@ -445,34 +445,45 @@ from ansible_collections.queueops.rollback.plugins.module_utils.replay import ( 
 _REQUEUE_ENTRIES_LUA = """
 local registry, now, target = KEYS[1], ARGV[1], ARGV[2]
 local job_prefix, queue_prefix, queues_key = ARGV[3], ARGV[4], ARGV[5]
+local step = tonumber(ARGV[6])  -- 1: entries are job ids; 2: (entry, job id) pairs
 local moved, missing, state, gone = {}, 0, 0, 0
-local seen = {}
-for i = 6, #ARGV, 2 do
-  local member, job_id = ARGV[i], ARGV[i + 1]
+local pushes = {}
+for i = 7, #ARGV, step do
+  local member = ARGV[i]
+  local job_id = member
+  if step == 2 then job_id = ARGV[i + 1] end
   local job_key = job_prefix .. job_id
-  if not redis.call('ZSCORE', registry, member) then
-    gone = gone + 1
-  elseif redis.call('EXISTS', job_key) == 0 then
+  local fields = redis.call('HMGET', job_key, 'status', 'origin', 'exc_info')
+  local status, queue = fields[1], target
+  if queue == '' then queue = fields[2] end
+  if not status and not fields[2] then
     missing = missing + 1
+  elseif status == 'queued' or status == 'finished' or not queue or queue == '' then
+    state = state + 1
+  elseif redis.call('ZREM', registry, member) == 0 then
+    gone = gone + 1
   else
-    local status = redis.call('HGET', job_key, 'status')
-    local queue = target
-    if queue == '' then queue = redis.call('HGET', job_key, 'origin') or '' end
-    if status == 'queued' or status == 'finished' or queue == '' then
-      state = state + 1
+    if queue == fields[2] then
+      redis.call('HSET', job_key, 'status', 'queued', 'started_at', '', 'ended_at', '', 'enqueued_at', now)
     else
-      redis.call('ZREM', registry, member)
-      redis.call('HSET', job_key, 'status', 'queued', 'started_at', '', 'ended_at', '',
-                 'enqueued_at', now, 'origin', queue)
-      redis.call('HDEL', job_key, 'exc_info')
-      redis.call('RPUSH', queue_prefix .. queue, job_id)
-      if not seen[queue] then
-        redis.call('SADD', queues_key, queue_prefix .. queue)
-        seen[queue] = true
-      end
-      moved[#moved + 1] = job_id
+      redis.call('HSET', job_key, 'status', 'queued', 'started_at', '', 'ended_at', '', 'enqueued_at', now,
+                 'origin', queue)
     end
+    if fields[3] then redis.call('HDEL', job_key, 'exc_info') end  -- RQ 1.x keeps it in the job hash
+    local ids = pushes[queue]
+    if not ids then
+      ids = {}
+      pushes[queue] = ids
+    end
+    ids[#ids + 1] = job_id
+    moved[#moved + 1] = job_id
   end
+end
+for queue, ids in pairs(pushes) do
+  for start = 1, #ids, 1000 do
+    redis.call('RPUSH', queue_prefix .. queue, unpack(ids, start, math.min(start + 999, #ids)))
+  end
+  redis.call('SADD', queues_key, queue_prefix .. queue)
 end
 return {moved, missing, state, gone}
 """
@@ -495,6 +506,7 @@ return ids
 """
 
 RQ_REQUEUE_BATCH = 1000
+RQ_BATCHES_PER_ROUND_TRIP = 8
 RQ_DEFAULT_HEARTBEAT_TIMEOUT = 90  # rq keeps a busy worker's key 60 s past its 30 s monitoring interval
 
 
@@ -577,8 +589,15 @@ def _rq_select(
 
 
 def _rq_run_batches(
-    client, registry: str, entries: list[tuple[bytes, str]], to_queue: str, report: SourceReport, check_mode: bool
+    client,
+    registry: str,
+    entries: list[tuple[bytes, str]],
+    to_queue: str,
+    report: SourceReport,
+    check_mode: bool,
+    plain: bool,
 ) -> None:
+    """Move ``entries`` (registry member, job id); ``plain`` when members are the job ids themselves."""
     report.selected += len(entries)
     if check_mode:
         # Same guards as the script, read-only: entries whose job is gone or already queued/finished do not count.
@@ -594,19 +613,27 @@ def _rq_run_batches(
         report.replayed += len(ready)
         report.add_ids(ready)
         return
-    script = client.register_script(_REQUEUE_ENTRIES_LUA)
+    script_sha = client.script_load(_REQUEUE_ENTRIES_LUA)
     now = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
-    for chunk in batched(entries, RQ_REQUEUE_BATCH):
-        args: list = [now, to_queue or "", JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY]
-        for member, job_id in chunk:
-            args.extend((member, job_id))
-        moved, missing, state, gone = script(keys=[registry], args=args)
-        moved_ids = [_text(job_id) for job_id in moved]
-        report.replayed += len(moved_ids)
-        report.add_ids(moved_ids)
-        report.skip("job data expired", missing)
-        report.skip("already queued or finished", state)
-        report.skip("no longer in the registry", gone)
+    head = [now, to_queue or "", JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY]
+    # Several batches per round trip: the server runs one batch while the next is still being sent.
+    # Each batch is its own script call, so each is atomic; the pipeline is not a transaction.
+    for group in batched(entries, RQ_REQUEUE_BATCH * RQ_BATCHES_PER_ROUND_TRIP):
+        with client.pipeline(transaction=False) as pipe:
+            for chunk in batched(group, RQ_REQUEUE_BATCH):
+                if plain:
+                    args = [*head, 1, *(member for member, _job_id in chunk)]
+                else:
+                    args = [*head, 2, *(part for pair in chunk for part in pair)]
+                pipe.evalsha(script_sha, 1, registry, *args)
+            replies = pipe.execute()
+        for moved, missing, state, gone in replies:
+            report.replayed += len(moved)
+            if len(report.ids) < IDS_CAP:
+                report.add_ids([_text(job_id) for job_id in moved[: IDS_CAP - len(report.ids)]])
+            report.skip("job data expired", missing)
+            report.skip("already queued or finished", state)
+            report.skip("no longer in the registry", gone)
 
 
 def rq_requeue(
@@ -664,7 +691,7 @@ def rq_requeue(
             report.skip("over the limit", max(0, len(entries) - remaining))
             entries = entries[:remaining]
         before = report.replayed
-        _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode)
+        _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode, plain=source == "failed")
         if remaining is not None:
             remaining -= report.replayed - before
     return report
