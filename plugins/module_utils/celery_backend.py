@@ -240,7 +240,7 @@ def _celery_failed_metas(client, report: SourceReport):
     while True:
         cursor, keys = client.scan(cursor, match=f"{CELERY_META_PREFIX}*", count=1000)
         if keys:
-            for key, raw in zip(keys, client.mget(keys)):  # noqa: B905 - Python 3.9 on targets
+            for key, raw in zip(keys, client.mget(keys)):
                 if raw is None:
                     continue
                 try:

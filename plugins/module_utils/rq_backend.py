@@ -105,14 +105,14 @@ def parse_rq_time(value: str | bytes | None) -> datetime | None:
         return None
     for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)  # noqa: UP017 - Python 3.9 on targets
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
         except ValueError:
             continue
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)  # noqa: UP017 - Python 3.9 on targets
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 @dataclass
@@ -143,14 +143,14 @@ def started_entries(client, queues: list[str]) -> list[StartedEntry]:
         members_per_queue = pipe.execute()
     entries = [
         StartedEntry(*parse_started_member(member), queue=queue)
-        for queue, members in zip(queues, members_per_queue)  # noqa: B905 - Python 3.9
+        for queue, members in zip(queues, members_per_queue)
         for member in members
     ]
     if entries:
         with client.pipeline(transaction=False) as pipe:
             for entry in entries:
                 pipe.hmget(job_key(entry.job_id), "worker_name", "started_at")
-            for entry, (worker, started_at) in zip(entries, pipe.execute()):  # noqa: B905 - Python 3.9 on targets
+            for entry, (worker, started_at) in zip(entries, pipe.execute()):
                 entry.worker = _text(worker) or None
                 entry.started_at = _text(started_at) or None
     return entries
@@ -219,7 +219,7 @@ def list_workers(client, queues: list[str] | None = None) -> list[RQWorker]:
             pipe.hgetall(key)
         hashes = pipe.execute()
     workers = []
-    for key, data in zip(keys, hashes):  # noqa: B905 - Python 3.9 on targets
+    for key, data in zip(keys, hashes):
         if not data:  # expired hash still listed in the set: the worker died without unregistering
             continue
         worker = _worker_from_hash(key[len(WORKER_PREFIX) :], data)
@@ -291,7 +291,7 @@ def push_wake_job(client, queue: str) -> str:
     import zlib
 
     job_id = f"{WAKE_JOB_PREFIX}{uuid.uuid4().hex}"
-    stamp = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+    stamp = utcformat(datetime.now(timezone.utc))
     data = zlib.compress(pickle.dumps((WAKE_JOB_FUNC, None, (), {}), protocol=4))
     with client.pipeline(transaction=True) as pipe:
         pipe.hset(
@@ -557,7 +557,7 @@ def _rq_select(
         job_ids = [_text(member) for member in members]
     need_fields = selection.filters_anything or abandoned is not None
     if not need_fields:
-        return list(zip(members, job_ids))  # noqa: B905 - Python 3.9 on targets
+        return list(zip(members, job_ids))
     rows = _rq_job_fields(client, job_ids, ("worker_name", "ended_at", "started_at", "description"))
     workers = None
     if abandoned is not None:
@@ -565,9 +565,7 @@ def _rq_select(
     chosen = []
     now = time.time()
     scored = members if abandoned is not None else [(member, None) for member in members]
-    for (member, score), job_id, (worker_name, ended_at, started_at, description) in zip(  # noqa: B905
-        scored, job_ids, rows
-    ):
+    for (member, score), job_id, (worker_name, ended_at, started_at, description) in zip(scored, job_ids, rows):
         started = parse_time(started_at)
         if abandoned is not None:
             name = _text(worker_name)
@@ -603,7 +601,7 @@ def _rq_run_batches(
         # Same guards as the script, read-only: entries whose job is gone or already queued/finished do not count.
         rows = _rq_job_fields(client, [job_id for _m, job_id in entries], ("status", "origin"))
         ready = []
-        for (_member, job_id), (status, origin) in zip(entries, rows):  # noqa: B905 - Python 3.9 on targets
+        for (_member, job_id), (status, origin) in zip(entries, rows):
             if status is None and origin is None:
                 report.skip("job data expired")
             elif status in (b"queued", b"finished") or not (to_queue or origin):
@@ -614,7 +612,7 @@ def _rq_run_batches(
         report.add_ids(ready)
         return
     script_sha = client.script_load(_REQUEUE_ENTRIES_LUA)
-    now = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+    now = utcformat(datetime.now(timezone.utc))
     head = [now, to_queue or "", JOB_PREFIX, QUEUE_PREFIX, QUEUES_KEY]
     # Several batches per round trip: the server runs one batch while the next is still being sent.
     # Each batch is its own script call, so each is atomic; the pipeline is not a transaction.
@@ -660,7 +658,7 @@ def rq_requeue(
             report.add_ids(ids)
             return report
         script = client.register_script(_MOVE_QUEUE_LUA)
-        now = utcformat(datetime.now(timezone.utc))  # noqa: UP017 - Python 3.9 on targets
+        now = utcformat(datetime.now(timezone.utc))
         left = report.selected
         while left > 0:
             batch = min(RQ_REQUEUE_BATCH, left)

@@ -151,7 +151,7 @@ elapsed:
 """
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -200,12 +200,15 @@ def _validate(module: AnsibleModule) -> list[str]:
     return list(dict.fromkeys(queues))
 
 
-def _drain(result: dict[str, Any], in_flight, timeout: float) -> None:
-    """Poll ``in_flight()`` until empty or ``timeout``; fills the drain fields of ``result``."""
+def _drain(result: dict[str, Any], in_flight: Callable[[], list], timeout: float, check_mode: bool) -> None:
+    """Poll ``in_flight()`` until empty or ``timeout``; fills the drain fields of ``result``.
+
+    In check mode it looks once and waits for nothing.
+    """
     start = time.monotonic()
     first = in_flight()
     current = first
-    while current and time.monotonic() - start < timeout:
+    while current and not check_mode and time.monotonic() - start < timeout:
         time.sleep(0.05)
         current = in_flight()
     result.update(
@@ -213,7 +216,7 @@ def _drain(result: dict[str, Any], in_flight, timeout: float) -> None:
         in_flight_at_start_tasks=first,
         left=len(current),
         stragglers=current,
-        elapsed=round(time.monotonic() - start, 3),
+        elapsed=0.0 if check_mode else round(time.monotonic() - start, 3),
     )
 
 
@@ -260,12 +263,9 @@ def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
         "after": {q: "paused" if after_suspended else "consuming" for q in queues},
     }
     if state == "drained":
-        if module.check_mode:
-            tasks = [e.as_dict() for e in rq_backend.in_flight(client, queues)]
-            result.update(in_flight_at_start=len(tasks), in_flight_at_start_tasks=tasks, left=len(tasks))
-            result.update(stragglers=tasks, elapsed=0.0)
-        else:
-            _drain(result, lambda: [e.as_dict() for e in rq_backend.in_flight(client, queues)], p["timeout"])
+        _drain(
+            result, lambda: [e.as_dict() for e in rq_backend.in_flight(client, queues)], p["timeout"], module.check_mode
+        )
     return result
 
 
@@ -346,13 +346,11 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
         module.fail_json(msg=f"Celery workers {', '.join(sorted(missing))} did not answer the broadcast", **result)
     if p["state"] == "drained":
         nodes = sorted(answered) or None
-        tasks = lambda: celery_backend.in_flight(app, client, queues, nodes, timeout)  # noqa: E731
-        if module.check_mode:
-            current = tasks()
-            result.update(in_flight_at_start=len(current), in_flight_at_start_tasks=current, left=len(current))
-            result.update(stragglers=current, elapsed=0.0)
-        else:
-            _drain(result, tasks, p["timeout"])
+
+        def in_flight() -> list:
+            return celery_backend.in_flight(app, client, queues, nodes, timeout)
+
+        _drain(result, in_flight, p["timeout"], module.check_mode)
     return result
 
 

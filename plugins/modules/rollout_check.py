@@ -143,20 +143,20 @@ numbers:
   type: dict
 """
 
-import time  # noqa: E402
-from typing import Any  # noqa: E402
+import time
+from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.health import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.health import (
     Observation,
     Thresholds,
     judge,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
     connect,

@@ -164,25 +164,25 @@ filters:
   type: dict
 """
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import (
     RESULT_EXTENDED_OFF,
     celery_requeue,
     close_app,
     make_app,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
     connect,
     redis_argument_spec,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.replay import InvalidFilter, Selection, parse_since  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import rq_requeue  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import InvalidFilter, Selection, parse_since
+from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import rq_requeue
 
 ARGUMENT_SPEC = redis_argument_spec(
     backend={"type": "str", "required": True, "choices": ["rq", "celery"]},

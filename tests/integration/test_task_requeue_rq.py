@@ -25,22 +25,6 @@ def _wait(predicate, timeout=30.0):
     return False
 
 
-def kill_with_horse(worker) -> None:
-    """SIGKILL an RQ worker mid-job like an OOM kill: its work horse too (RQ moves the horse to its own session)."""
-    import os
-    import signal
-    from pathlib import Path
-
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == worker.pid:  # parent pid
-            os.kill(int(stat.parent.name), signal.SIGKILL)
-    worker.kill()
-
-
 @pytest.fixture
 def workers():
     started = []
@@ -118,7 +102,7 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
     assert _wait(lambda: len(ledger.starts()) == 1)
-    kill_with_horse(bad)
+    bad.kill()
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
     args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
 

@@ -35,22 +35,6 @@ def _wait(predicate, timeout=30.0):
     return False
 
 
-def kill_with_horse(worker) -> None:
-    """SIGKILL an RQ worker mid-job like an OOM kill: its work horse too (RQ moves the horse to its own session)."""
-    import os
-    import signal
-    from pathlib import Path
-
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == worker.pid:  # parent pid
-            os.kill(int(stat.parent.name), signal.SIGKILL)
-    worker.kill()
-
-
 @pytest.fixture(scope="module")
 def rq116():
     return venv_with("rq-1.16", ["rq==1.16.2", "redis==5.2.1"])
@@ -84,7 +68,7 @@ def test_rq116_failed_and_abandoned_jobs_are_replayed_once(rq116, redis_server, 
     slow = _enqueue(rq116, redis_server.url, ledger, ["old-slow"], seconds=3)
     assert _wait(lambda: any(s["token"] == "old-slow" for s in ledger.starts()))
     assert redis_client.zrange("rq:wip:orders", 0, -1) == [next(iter(slow)).encode()]  # 1.x: plain job ids
-    kill_with_horse(bad)
+    bad.kill()
     expected = {job_id for job_id, token in token_of.items() if token in ledger.failed_counts()}
     assert expected
 

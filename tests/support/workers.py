@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -41,10 +42,32 @@ class WorkerProcess:
         return self.process.returncode
 
     def kill(self) -> None:
-        """Die mid-task the way an OOM kill does: the whole process group, no clean-up."""
+        """Die mid-task the way an OOM kill does: every process of the worker, no clean-up.
+
+        Killing the process group is not enough: RQ moves its forked work horse into a session of
+        its own, and a surviving horse would finish the "killed" job.
+        """
         if self.alive():
-            os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in [*_descendants(self.process.pid), self.process.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.process.wait()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Children, grandchildren, ... of ``pid``, read from /proc."""
+    parent_of: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent_of[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parent_of.items() if parent in frontier]
+        found.extend(children)
+        frontier = children
+    return found
 
 
 def _env(redis_url: str, release: str | None, fail_every: int | None, app_path: Path) -> dict[str, str]:
