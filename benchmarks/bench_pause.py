@@ -25,18 +25,10 @@ sys.path.insert(0, str(REPO / ".cache" / "collections"))
 from ansible_collections.queueops.rollback.plugins.module_utils import rq_backend  # noqa: E402
 from tests.support.ledger import Ledger  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.waiting import wait_until  # noqa: E402
 from tests.support.workers import start_rq_worker  # noqa: E402
 
 WORKER = "bench:1:1"
-
-
-def _wait(predicate, timeout=30.0, every=0.002):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 def _blocked(client):
@@ -49,7 +41,7 @@ def _state(client):
 
 def _resume_and_wait_blocked(client):
     rq_backend.resume(client)
-    assert _wait(lambda: _state(client) == "idle" and _blocked(client), timeout=10), "worker did not resume"
+    assert wait_until(lambda: _state(client) == "idle" and _blocked(client), timeout=10), "worker did not resume"
     time.sleep(0.05)
 
 
@@ -59,7 +51,7 @@ def pause_latency(client, wake: bool) -> float:
     rq_backend.suspend(client)
     if wake:
         rq_backend.settle_suspension(client, ["bench"], poll=0.002)
-    assert _wait(lambda: _state(client) == "suspended", timeout=30)
+    assert wait_until(lambda: _state(client) == "suspended", timeout=30)
     return time.monotonic() - start
 
 
@@ -71,7 +63,7 @@ def baseline_suspend_alone(client, ledger, wait: float = 6.0) -> tuple[bool, int
     _resume_and_wait_blocked(client)
     rq_backend.suspend(client)
     t_pause = time.time()
-    suspended = _wait(lambda: _state(client) == "suspended", timeout=wait, every=0.05)
+    suspended = wait_until(lambda: _state(client) == "suspended", timeout=wait, every=0.05)
     Queue("bench", connection=client).enqueue("sampleapp.tasks.work", f"after-suspend-{t_pause}")
     time.sleep(0.5)
     return suspended, len(ledger.starts_between(t_pause, time.time()))
@@ -83,7 +75,7 @@ def drain_lag(client, ledger, seconds=0.5) -> float:
     _resume_and_wait_blocked(client)
     before = len(ledger.starts())
     Queue("bench", connection=client).enqueue("sampleapp.tasks.work", f"drain-{time.time()}", seconds)
-    assert _wait(lambda: len(ledger.starts()) > before)
+    assert wait_until(lambda: len(ledger.starts()) > before)
     started = ledger.starts()[-1]["t"]
     rq_backend.suspend(client)
     rq_backend.settle_suspension(client, ["bench"])
@@ -98,7 +90,7 @@ def main() -> None:
     client = server.client()
     worker = start_rq_worker(server.url, ["bench"], WORKER, extra_args=["--worker-ttl", "20"])
     try:
-        assert _wait(lambda: _blocked(client), timeout=10)
+        assert wait_until(lambda: _blocked(client), timeout=10)
         ours = [pause_latency(client, wake=True) for _ in range(rounds)]
         base = [baseline_suspend_alone(client, Ledger(client)) for _ in range(2)]
         lags = [drain_lag(client, Ledger(client)) for _ in range(rounds)]

@@ -46,3 +46,20 @@ def redis_client(redis_server):
 @pytest.fixture
 def ledger(redis_client):
     return Ledger(redis_client)
+
+
+@pytest.fixture
+def workers():
+    """Append started workers here; each is stopped (warm shutdown) when the test ends."""
+    started: list = []
+    yield started
+    for worker in started:
+        worker.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def rq116():
+    """A virtualenv with RQ 1.16, the last 1.x, for the key layouts older fleets still write."""
+    from tests.support.venvs import venv_with
+
+    return venv_with("rq-1.16", ["rq==1.16.2", "redis==5.2.1"])

@@ -37,7 +37,13 @@ DEFAULT_REPLY_TIMEOUT = 1.0
 
 
 def make_app(params: dict[str, Any]):
-    """A bare Celery app on the broker described by the shared Redis options (no user code)."""
+    """A bare Celery app on the broker described by the shared Redis options (no user code).
+
+    A module's ``broker_url`` option, when set, names a broker other than the Redis the shared
+    options point at (where the results are).
+    """
+    if params.get("broker_url"):
+        params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None)
     url, transport_options = broker_url(params)
     app = Celery("queueops", broker=url, set_as_current=False)
     app.conf.update(

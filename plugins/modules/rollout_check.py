@@ -202,8 +202,7 @@ def _observe_rq(client, params: dict[str, Any], worker_ok) -> Observation:
 
 def _observe_celery(client, params: dict[str, Any], worker_ok) -> Observation:
     queues = params["queues"]
-    app_params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None) if params["broker_url"] else params
-    app = celery_backend.make_app(app_params)
+    app = celery_backend.make_app(params)
     try:
         backlog_before = celery_backend.celery_backlog(client, queues)
         seen = celery_backend.celery_observe(app, worker_ok, params["window"], params["ping_timeout"])

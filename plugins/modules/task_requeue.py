@@ -235,8 +235,7 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             heartbeat_timeout=params["heartbeat_timeout"],
             check_mode=module.check_mode,
         )
-    app_params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None) if params["broker_url"] else params
-    app = make_app(app_params)
+    app = make_app(params)
     try:
         report = celery_requeue(
             client,

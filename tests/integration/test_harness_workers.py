@@ -2,19 +2,10 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
+from tests.support.waiting import wait_until
 from tests.support.workers import start_celery_worker, start_rq_worker
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_rq_worker_runs_every_task_once(redis_server, redis_client, ledger):
@@ -27,7 +18,7 @@ def test_rq_worker_runs_every_task_once(redis_server, redis_client, ledger):
         for token in tokens:
             queue.enqueue("sampleapp.tasks.work", token)
         ledger.note_enqueued(*tokens)
-        assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+        assert wait_until(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
     finally:
         assert worker.stop() == 0
     assert ledger.duplicated() == {}
@@ -45,7 +36,7 @@ def test_celery_worker_runs_every_task_once(redis_server, redis_client, ledger):
         for token in tokens:
             app.send_task("sampleapp.work", args=[token], queue="default")
         ledger.note_enqueued(*tokens)
-        assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+        assert wait_until(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
     finally:
         assert worker.stop() == 0
     assert ledger.duplicated() == {}
@@ -61,8 +52,8 @@ def test_bad_release_fails_a_deterministic_share(redis_server, redis_client, led
         tokens = [f"bad-{i}" for i in range(30)]
         for token in tokens:
             queue.enqueue("sampleapp.tasks.work", token)
-        assert _wait(lambda: len(ledger.starts()) == 30)
-        assert _wait(lambda: queue.failed_job_registry.count + len(ledger.done_counts()) == 30)
+        assert wait_until(lambda: len(ledger.starts()) == 30)
+        assert wait_until(lambda: queue.failed_job_registry.count + len(ledger.done_counts()) == 30)
     finally:
         worker.stop()
     failed = set(ledger.failed_counts())

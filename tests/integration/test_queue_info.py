@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import pytest
 
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_celery_worker, start_rq_worker
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_rq_facts_show_depth_in_flight_failed_paused_and_worker_release(redis_server, redis_client, ledger):
@@ -29,9 +20,9 @@ def test_rq_facts_show_depth_in_flight_failed_paused_and_worker_release(redis_se
     try:
         queue = Queue("orders", connection=redis_client)
         queue.enqueue("sampleapp.tasks.work", "fails")
-        assert _wait(lambda: queue.failed_job_registry.count == 1)
+        assert wait_until(lambda: queue.failed_job_registry.count == 1)
         queue.enqueue("sampleapp.tasks.work", "running", 30)
-        assert _wait(lambda: len(ledger.starts()) == 2)
+        assert wait_until(lambda: len(ledger.starts()) == 2)
         redis_client.set("rq:suspended", 1, ex=60)
         for i in range(3):
             queue.enqueue("sampleapp.tasks.work", f"waiting-{i}")

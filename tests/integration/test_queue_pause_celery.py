@@ -9,19 +9,11 @@ import uuid
 import pytest
 
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_celery_worker
 
 pytestmark = pytest.mark.slow
 NODE = "pool:v1:1@test"
-
-
-def _wait(predicate, timeout=20.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 @pytest.fixture
@@ -57,7 +49,7 @@ def test_no_task_starts_while_paused_and_resume_restores(redis_server, redis_cli
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     try:
-        assert _wait(lambda: len(ledger.starts()) >= 5)
+        assert wait_until(lambda: len(ledger.starts()) >= 5)
         paused = run_module("queue_pause", _args(redis_server, state="drained", timeout=20), diff=True)
         t_return = time.time()
         assert not paused.failed, paused.msg
@@ -73,7 +65,7 @@ def test_no_task_starts_while_paused_and_resume_restores(redis_server, redis_cli
     finally:
         halt.set()
         producer.join()
-    assert _wait(lambda: not ledger.lost(), timeout=30), f"lost after resume: {len(ledger.lost())}"
+    assert wait_until(lambda: not ledger.lost(), timeout=30), f"lost after resume: {len(ledger.lost())}"
     assert ledger.duplicated() == {}
     assert any(s["t"] > t_resume for s in ledger.starts())
     assert not run_module("queue_pause", _args(redis_server, state="resumed")).changed
@@ -83,7 +75,7 @@ def test_drain_reports_running_tasks_then_times_out_on_a_long_one(redis_server, 
     app, _worker = celery_env
     short = app.send_task("sampleapp.work", args=["short", 5], queue="orders")
     long = app.send_task("sampleapp.work", args=["long", 30], queue="orders")
-    assert _wait(lambda: len(ledger.starts()) == 2)
+    assert wait_until(lambda: len(ledger.starts()) == 2)
     result = run_module("queue_pause", _args(redis_server, state="drained", timeout=8))
     assert result.failed
     assert result["in_flight_at_start"] == 2

@@ -9,18 +9,10 @@ import uuid
 import pytest
 
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_rq_worker
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout=20.0, every=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every)
-    return False
 
 
 def _blocked(client, n):
@@ -76,7 +68,7 @@ def test_no_job_starts_while_paused_even_on_an_idle_blocked_worker(redis_server,
     producer = Producer(redis_client, ledger, ["busy"])
     producer.start()
     try:
-        assert _wait(lambda: len(ledger.starts()) >= 5)
+        assert wait_until(lambda: len(ledger.starts()) >= 5)
         assert _blocked(redis_client, 1), "the idle worker must be blocked in its dequeue before the pause"
         result = run_module("queue_pause", _args(redis_server, queues=["busy", "idle"], state="paused"))
         t_return = time.time()
@@ -94,7 +86,7 @@ def test_no_job_starts_while_paused_even_on_an_idle_blocked_worker(redis_server,
         assert not resumed.failed and resumed.changed and resumed["paused"] == []
     finally:
         producer.stop()
-    assert _wait(lambda: not ledger.lost(), timeout=30), f"lost after resume: {len(ledger.lost())}"
+    assert wait_until(lambda: not ledger.lost(), timeout=30), f"lost after resume: {len(ledger.lost())}"
     assert ledger.duplicated() == {}
     assert {s["queue"] for s in ledger.starts() if s["t"] > t_resume} == {"busy", "idle"}
     assert not redis_client.keys("rq:job:queueops-wake-*")
@@ -108,7 +100,7 @@ def test_drain_waits_for_running_jobs_and_reports_their_exact_count(redis_server
     queue = Queue("default", connection=redis_client)
     for token in ("slow-1", "slow-2"):
         queue.enqueue("sampleapp.tasks.work", token, 4)
-    assert _wait(lambda: len(ledger.starts()) == 2)
+    assert wait_until(lambda: len(ledger.starts()) == 2)
     result = run_module("queue_pause", _args(redis_server, queues=["default"], state="drained", timeout=20))
     assert not result.failed, result.msg
     assert result["in_flight_at_start"] == 2 and result["left"] == 0 and result["stragglers"] == []
@@ -122,7 +114,7 @@ def test_drain_timeout_fails_and_names_the_long_job(redis_server, redis_client, 
 
     workers(["default"], "pool:v1:1")
     job = Queue("default", connection=redis_client).enqueue("sampleapp.tasks.work", "long", 30)
-    assert _wait(lambda: len(ledger.starts()) == 1)
+    assert wait_until(lambda: len(ledger.starts()) == 1)
     result = run_module("queue_pause", _args(redis_server, queues=["default"], state="drained", timeout=0.5))
     assert result.failed
     assert result.msg == (f"queues default not drained after 0.5 s: 1 task(s) still running: {job.id} on pool:v1:1")
@@ -138,7 +130,7 @@ def test_ttl_resumes_by_itself(redis_server, redis_client, ledger, workers):
     assert not result.failed and result["suspension_ttl"] in (0, 1)
     Queue("default", connection=redis_client).enqueue("sampleapp.tasks.work", "after-ttl")
     ledger.note_enqueued("after-ttl")
-    assert _wait(lambda: not ledger.lost(), timeout=10)
+    assert wait_until(lambda: not ledger.lost(), timeout=10)
     assert not redis_client.exists("rq:suspended")
 
 

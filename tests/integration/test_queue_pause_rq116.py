@@ -7,24 +7,10 @@ import time
 import pytest
 
 from tests.support.runner import run_module
-from tests.support.venvs import venv_with
+from tests.support.waiting import wait_until
 from tests.support.workers import start_rq_worker
 
 pytestmark = pytest.mark.slow
-
-
-def _wait(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture(scope="module")
-def rq116():
-    return venv_with("rq-1.16", ["rq==1.16.2", "redis==5.2.1"])
 
 
 def test_rq116_idle_blocked_worker_takes_no_job_while_paused_and_drain_reads_1x_ids(
@@ -35,9 +21,9 @@ def test_rq116_idle_blocked_worker_takes_no_job_while_paused_and_drain_reads_1x_
     idle = start_rq_worker(redis_server.url, ["idle"], "old:1.16:1", venv=rq116)
     busy = start_rq_worker(redis_server.url, ["slow"], "old:1.16:2", venv=rq116)
     try:
-        assert _wait(lambda: sum(c["cmd"] in ("blpop", "blmove") for c in redis_client.client_list()) >= 2)
+        assert wait_until(lambda: sum(c["cmd"] in ("blpop", "blmove") for c in redis_client.client_list()) >= 2)
         job = Queue("slow", connection=redis_client).enqueue("sampleapp.tasks.work", "slow-1", 3)
-        assert _wait(lambda: len(ledger.starts()) == 1)
+        assert wait_until(lambda: len(ledger.starts()) == 1)
         members = redis_client.zrange("rq:wip:slow", 0, -1)
         assert members == [job.id.encode()], "RQ 1.x keeps bare job ids in the started registry"
         args = {"backend": "rq", "queues": ["idle", "slow"], "redis_url": redis_server.url}
@@ -53,7 +39,7 @@ def test_rq116_idle_blocked_worker_takes_no_job_while_paused_and_drain_reads_1x_
         assert ledger.starts_between(t_return, time.time(), {"idle", "slow"}) == []
         assert idle.alive() and busy.alive()
         assert run_module("queue_pause", {**args, "state": "resumed"}).changed
-        assert _wait(lambda: ledger.done_counts().get("idle-1") == 1)
+        assert wait_until(lambda: ledger.done_counts().get("idle-1") == 1)
     finally:
         idle.kill()
         busy.kill()

@@ -9,29 +9,13 @@ import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_celery_worker, start_rq_worker
 
 pytestmark = pytest.mark.slow
 
 WINDOW = 9
 TASKS = 45
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def workers():
-    started = []
-    yield started
-    for worker in started:
-        worker.stop(timeout=10)
 
 
 def _gates(backend: str, redis_client, url: str, enqueue):
@@ -42,7 +26,7 @@ def _gates(backend: str, redis_client, url: str, enqueue):
         good = pool.submit(run_module, "rollout_check", dict(base, release="1.0.0", min_tasks=5))
         bad = pool.submit(run_module, "rollout_check", dict(base, release="2.0.0", min_tasks=5))
         # Each module holds its Redis connection open while it observes: then its window has begun.
-        assert _wait(lambda: len(redis_client.client_list()) >= clients_before + 2)
+        assert wait_until(lambda: len(redis_client.client_list()) >= clients_before + 2)
         time.sleep(0.5)
         enqueue()
         return good.result(), bad.result()
@@ -85,7 +69,7 @@ def test_rq_gate_passes_the_good_release_and_fails_the_bad_one(redis_server, red
         for token in tokens:
             queue.enqueue("sampleapp.tasks.work", token)
         ledger.note_enqueued(*tokens)
-        assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
+        assert wait_until(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
 
     good, bad = _gates("rq", redis_client, redis_server.url, enqueue)
     _check(good, bad, ledger)
@@ -109,7 +93,7 @@ def test_celery_gate_passes_the_good_release_and_fails_the_bad_one(redis_server,
         for token in tokens:
             app.send_task("sampleapp.work", args=[token], queue="orders")
         ledger.note_enqueued(*tokens)
-        assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
+        assert wait_until(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == TASKS)
 
     good, bad = _gates("celery", redis_client, redis_server.url, enqueue)
     _check(good, bad, ledger)

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_celery_worker
 
 pytestmark = pytest.mark.slow
 
 GOOD = worker_name("shop", "1.0.0", 0) + "@test"
 BAD = worker_name("shop", "2.0.0", 0) + "@test"
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def workers():
-    started = []
-    yield started
-    for worker in started:
-        worker.stop(timeout=10)
 
 
 def test_republishes_exactly_what_the_bad_release_failed_once(redis_server, redis_client, ledger, workers):
@@ -43,8 +26,8 @@ def test_republishes_exactly_what_the_bad_release_failed_once(redis_server, redi
     tokens = [f"order-{i}" for i in range(30)]
     token_of = {app.send_task("sampleapp.work", args=[t], queue="orders").id: t for t in tokens}
     ledger.note_enqueued(*tokens)
-    assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 30)
-    assert _wait(lambda: len(redis_client.keys("celery-task-meta-*")) == 30)
+    assert wait_until(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 30)
+    assert wait_until(lambda: len(redis_client.keys("celery-task-meta-*")) == 30)
     bad.stop()
     failed_tokens = set(ledger.failed_counts())
     expected = {task_id for task_id, token in token_of.items() if token in failed_tokens}
@@ -68,7 +51,7 @@ def test_republishes_exactly_what_the_bad_release_failed_once(redis_server, redi
     assert again["sources"]["failed"]["skipped"]["already replayed"] == len(expected)
 
     workers.append(start_celery_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
-    assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+    assert wait_until(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
     assert ledger.duplicated() == {}
     after = run_module("task_requeue", args)
     assert after["replayed"] == 0

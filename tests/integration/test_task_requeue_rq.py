@@ -8,29 +8,13 @@ import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
 from tests.support.runner import run_module
+from tests.support.waiting import wait_until
 from tests.support.workers import start_rq_worker
 
 pytestmark = pytest.mark.slow
 
 GOOD = worker_name("shop", "1.0.0", 0)
 BAD = worker_name("shop", "2.0.0", 0)
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture
-def workers():
-    started = []
-    yield started
-    for worker in started:
-        worker.stop(timeout=5)
 
 
 def _enqueue(redis_client, ledger, tokens, queue_name="orders", **kwargs):
@@ -48,7 +32,7 @@ def test_replays_exactly_what_the_bad_release_failed_once(redis_server, redis_cl
     bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0", fail_every=3)
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, [f"order-{i}" for i in range(30)])
-    assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 30)
+    assert wait_until(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 30)
     bad.stop()
     failed_tokens = set(ledger.failed_counts())
     expected_ids = {job_id for job_id, token in token_of.items() if token in failed_tokens}
@@ -75,7 +59,7 @@ def test_replays_exactly_what_the_bad_release_failed_once(redis_server, redis_cl
     assert (again.failed, again.changed, again["replayed"]) == (False, False, 0)
 
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
-    assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+    assert wait_until(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
     assert ledger.duplicated() == {}
     assert set(ledger.done_counts()) == set(token_of.values())
     assert queue.failed_job_registry.count == 0
@@ -86,7 +70,7 @@ def test_replays_exactly_what_the_bad_release_failed_once(redis_server, redis_cl
 def test_task_names_and_limit_select_and_count(redis_server, redis_client, ledger, workers):
     workers.append(start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0", fail_every=1))
     _enqueue(redis_client, ledger, [f"t-{i}" for i in range(5)])
-    assert _wait(lambda: len(ledger.failed_counts()) == 5)
+    assert wait_until(lambda: len(ledger.failed_counts()) == 5)
     workers[0].stop()
     base = {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url}
     none = run_module("task_requeue", dict(base, task_names=["other.module.*"]), check=True)
@@ -101,7 +85,7 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_
     bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0")
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
-    assert _wait(lambda: len(ledger.starts()) == 1)
+    assert wait_until(lambda: len(ledger.starts()) == 1)
     bad.kill()
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
     args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
@@ -114,7 +98,7 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_
     recovered = run_module("task_requeue", dict(args, heartbeat_timeout=1))
     assert not recovered.failed, recovered.msg
     assert recovered["ids"] == list(token_of)
-    assert _wait(lambda: ledger.done_counts() == {"slow-1": 1}, timeout=45)
+    assert wait_until(lambda: ledger.done_counts() == {"slow-1": 1}, timeout=45)
     assert [s["worker"] for s in ledger.starts()] == [BAD, GOOD]  # killed once, then run once
     again = run_module("task_requeue", dict(args, heartbeat_timeout=1))
     assert (again.changed, again["replayed"]) == (False, 0)

@@ -11,7 +11,7 @@ import pytest
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
 from tests.support.paths import SAMPLE_APP
 from tests.support.runner import run_module
-from tests.support.venvs import venv_with
+from tests.support.waiting import wait_until
 from tests.support.workers import start_rq_worker
 
 pytestmark = pytest.mark.slow
@@ -24,28 +24,6 @@ queue = Queue(sys.argv[2], connection=Redis.from_url(sys.argv[1]))
 kwargs = json.loads(sys.argv[3])
 print(json.dumps({queue.enqueue("sampleapp.tasks.work", t, **kwargs).id: t for t in sys.argv[4:]}))
 """
-
-
-def _wait(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-@pytest.fixture(scope="module")
-def rq116():
-    return venv_with("rq-1.16", ["rq==1.16.2", "redis==5.2.1"])
-
-
-@pytest.fixture
-def workers():
-    started = []
-    yield started
-    for worker in started:
-        worker.stop(timeout=5)
 
 
 def _enqueue(venv, url, ledger, tokens, **kwargs) -> dict[str, str]:
@@ -64,9 +42,9 @@ def test_rq116_failed_and_abandoned_jobs_are_replayed_once(rq116, redis_server, 
     bad = start_rq_worker(redis_server.url, ["orders"], worker_name("shop", "2.0.0", 0), venv=rq116, fail_every=3)
     workers.append(bad)
     token_of = _enqueue(rq116, redis_server.url, ledger, [f"old-{i}" for i in range(15)])
-    assert _wait(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 15)
+    assert wait_until(lambda: len(ledger.done_counts()) + len(ledger.failed_counts()) == 15)
     slow = _enqueue(rq116, redis_server.url, ledger, ["old-slow"], seconds=3)
-    assert _wait(lambda: any(s["token"] == "old-slow" for s in ledger.starts()))
+    assert wait_until(lambda: any(s["token"] == "old-slow" for s in ledger.starts()))
     assert redis_client.zrange("rq:wip:orders", 0, -1) == [next(iter(slow)).encode()]  # 1.x: plain job ids
     bad.kill()
     expected = {job_id for job_id, token in token_of.items() if token in ledger.failed_counts()}
@@ -81,7 +59,7 @@ def test_rq116_failed_and_abandoned_jobs_are_replayed_once(rq116, redis_server, 
     assert abandoned["ids"] == list(slow), abandoned["sources"]
 
     workers.append(start_rq_worker(redis_server.url, ["orders"], worker_name("shop", "1.0.0", 0), venv=rq116))
-    assert _wait(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
+    assert wait_until(lambda: not ledger.lost()), f"lost: {ledger.lost()}"
     assert ledger.duplicated() == {}
     assert [s["worker"] for s in ledger.starts() if s["token"] == "old-slow"] == [
         worker_name("shop", "2.0.0", 0),

@@ -9,7 +9,7 @@ import pytest
 
 from tests.support.redis_server import free_port
 from tests.support.runner import run_module
-from tests.unit.test_snapshots import key_dumps, tree_state
+from tests.support.state import key_dumps, tree_state
 
 
 @pytest.fixture

@@ -21,15 +21,8 @@ from ansible_collections.queueops.rollback.plugins.module_utils.releases import 
     content_digest,
     tree_entries,
 )
-
-
-def make_src(base: Path, version: str, extra: str = "") -> Path:
-    src = base / f"src-{version}"
-    (src / "app").mkdir(parents=True)
-    (src / "app" / "tasks.py").write_text(f"RELEASE = {version!r}\n{extra}")
-    (src / "run.sh").write_text("#!/bin/sh\nexec true\n")
-    (src / "run.sh").chmod(0o755)
-    return src
+from tests.support.releases import make_src
+from tests.support.state import tree_state
 
 
 def staged_pool(tmp_path: Path, *versions: str, activate: tuple[str, ...] = ()) -> Pool:
@@ -39,22 +32,6 @@ def staged_pool(tmp_path: Path, *versions: str, activate: tuple[str, ...] = ()) 
     for version in activate:
         pool.activate(version)
     return pool
-
-
-def snapshot(top: Path) -> dict[str, tuple]:
-    """Every entry under ``top``: type, mode and content or link target, byte for byte."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for name in dirnames + filenames:
-            full = Path(dirpath, name)
-            info = full.lstat()
-            if full.is_symlink():
-                state[str(full.relative_to(top))] = ("link", os.readlink(full))
-            elif full.is_dir():
-                state[str(full.relative_to(top))] = ("dir", info.st_mode)
-            else:
-                state[str(full.relative_to(top))] = ("file", info.st_mode, full.read_bytes())
-    return state
 
 
 def actions(pool: Pool) -> list[tuple]:
@@ -80,11 +57,11 @@ def test_stage_from_directory_builds_release_with_manifest_and_history(tmp_path)
 def test_restaging_same_content_is_unchanged_and_different_content_is_refused(tmp_path):
     pool = staged_pool(tmp_path, "1.0")
     assert pool.stage("1.0", Source(code=str(tmp_path / "src-1.0"))) is False
-    before = snapshot(tmp_path / "root")
+    before = tree_state(tmp_path / "root")
     changed = make_src(tmp_path / "other", "1.0", extra="BUG = True\n")
     with pytest.raises(ReleaseError, match=r"release 1.0 of pool orders already exists with different content"):
         pool.stage("1.0", Source(code=str(changed)))
-    assert snapshot(tmp_path / "root") == before
+    assert tree_state(tmp_path / "root") == before
 
 
 def test_tarball_with_the_same_files_as_the_directory_is_the_same_release(tmp_path):
@@ -128,12 +105,12 @@ def _tarball(path: Path, members: list[tuple[str, str, str]]) -> Path:
 )
 def test_archive_members_escaping_the_release_are_refused_and_nothing_is_left(tmp_path, members, message):
     pool = staged_pool(tmp_path, "1.0")
-    before = snapshot(tmp_path / "root")
+    before = tree_state(tmp_path / "root")
     archive = _tarball(tmp_path / "evil.tar.gz", members)
     with pytest.raises(ReleaseError, match=message):
         pool.stage("2.0", Source(code=str(archive)))
     history = read_jsonl(pool.history_path)
-    assert snapshot(tmp_path / "root") == before
+    assert tree_state(tmp_path / "root") == before
     assert not (tmp_path / "escaped.txt").exists()
     assert not (tmp_path / "root" / "orders" / "escaped.txt").exists()
     assert len(history) == 1
@@ -313,10 +290,10 @@ def test_rollback_after_interruption_between_switch_and_record_converges(tmp_pat
 
 def test_rollback_of_a_release_that_is_not_current_changes_nothing(tmp_path):
     pool = staged_pool(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
-    before = snapshot(tmp_path / "root")
+    before = tree_state(tmp_path / "root")
     assert pool.rollback("1.0") is False
     assert pool.rollback("7.7") is False
-    assert snapshot(tmp_path / "root") == before
+    assert tree_state(tmp_path / "root") == before
 
 
 def test_rollback_to_a_named_version_and_refusals(tmp_path):
@@ -394,7 +371,7 @@ def test_second_run_fails_fast_naming_the_holder(tmp_path):
 def test_check_mode_leaves_the_tree_byte_for_byte_unchanged(tmp_path):
     pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
     src = make_src(tmp_path, "4.0")
-    before = snapshot(tmp_path / "root")
+    before = tree_state(tmp_path / "root")
     dry = Pool(pool.root, "orders", check_mode=True)
     with dry.locked("check", create=True):
         dry.reconcile()
@@ -411,7 +388,7 @@ def test_check_mode_leaves_the_tree_byte_for_byte_unchanged(tmp_path):
         "remove release 1.0",
         "remove release 4.0",
     ]
-    assert snapshot(tmp_path / "root") == before
+    assert tree_state(tmp_path / "root") == before
 
 
 def test_check_mode_on_a_new_pool_creates_nothing(tmp_path):

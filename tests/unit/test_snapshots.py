@@ -11,33 +11,12 @@ from pathlib import Path
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
+from tests.support.state import key_dumps, tree_state
 
 PATTERNS = ["app:*"]
 
 
 # ------------------------------------------------------------------------------------ helpers
-
-
-def tree_state(top: Path) -> dict[str, tuple]:
-    """Everything a restore could change under ``top``: type, mode, owner, content or link target."""
-    state = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        for entry in [*dirnames, *filenames]:
-            path = Path(dirpath, entry)
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                body = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st.st_mode):
-                body = ("dir",)
-            else:
-                body = ("file", path.read_bytes())
-            state[str(path.relative_to(top))] = (*body, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    return state
-
-
-def key_dumps(client) -> dict[bytes, tuple]:
-    """DUMP and TTL presence of every key: any write to a key shows up here."""
-    return {name: (client.dump(name), client.pttl(name) > 0) for name in sorted(client.scan_iter(count=1000))}
 
 
 def key_values(client) -> dict[bytes, object]:

@@ -8,8 +8,9 @@ import tarfile
 
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import FileLock, read_jsonl
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, Source
+from tests.support.releases import make_src
 from tests.support.runner import run_module
-from tests.unit.test_releases import make_src, snapshot
+from tests.support.state import tree_state
 
 
 def pool_with(tmp_path, *versions, activate=()):
@@ -45,7 +46,7 @@ def test_stage_and_activate_shows_the_current_diff_then_is_idempotent(tmp_path):
 
 def test_check_mode_rollback_predicts_the_switch_and_leaves_the_tree_byte_for_byte(tmp_path):
     pool_with(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
-    before = snapshot(tmp_path / "root")
+    before = tree_state(tmp_path / "root")
     result = run_module("worker_version", args(tmp_path, version="2.0", state="rolled_back"), check=True, diff=True)
     assert not result.failed, result.msg
     assert result.changed
@@ -54,7 +55,7 @@ def test_check_mode_rollback_predicts_the_switch_and_leaves_the_tree_byte_for_by
     assert "current: 2.0" in result["diff"]["before"]
     assert "current: 1.0" in result["diff"]["after"]
     assert "release 2.0: failed" in result["diff"]["after"]
-    assert snapshot(tmp_path / "root") == before
+    assert tree_state(tmp_path / "root") == before
 
 
 def test_rolled_back_is_a_state_a_second_run_changes_nothing(tmp_path):
