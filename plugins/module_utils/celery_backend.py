@@ -18,6 +18,8 @@ Kombu Redis transport keys (kombu 5.x):
 from __future__ import annotations
 
 import contextlib
+import json
+import time
 import traceback
 from typing import Any
 
@@ -30,6 +32,11 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import broker_url
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
+    Selection,
+    SourceReport,
+    parse_time,
+)
 
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
@@ -218,14 +225,6 @@ def queue_depth(client, queue: str) -> int:
 # Replay re-publishes failed tasks from the result backend (needs result_extended); the health
 # gate counts task-succeeded / task-failed events by hostname and pings the workers.
 
-import json  # noqa: E402
-import time  # noqa: E402
-
-from ansible_collections.queueops.rollback.plugins.module_utils.replay import (  # noqa: E402
-    Selection,
-    SourceReport,
-    parse_time,
-)
 
 CELERY_META_PREFIX = "celery-task-meta-"
 REPLAYED_MARKER = "queueops:replayed:"

@@ -28,9 +28,20 @@ how a worker blocked in its dequeue is found in ``CLIENT LIST``.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
+    IDS_CAP,
+    Selection,
+    SourceReport,
+    batched,
+    parse_time,
+    task_name_from_description,
+)
 
 QUEUES_KEY = "rq:queues"
 QUEUE_PREFIX = "rq:queue:"
@@ -100,19 +111,8 @@ def parse_started_member(member: str | bytes) -> tuple[str, str | None]:
 
 def parse_rq_time(value: str | bytes | None) -> datetime | None:
     """RQ's ``utcformat`` timestamps (``2024-01-02T03:04:05.123456Z``) as aware datetimes."""
-    text = _text(value)
-    if not text:
-        return None
-    for fmt in ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ"):
-        try:
-            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
-        except ValueError:
-            continue
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    seconds = parse_time(value)
+    return None if seconds is None else datetime.fromtimestamp(seconds, timezone.utc)
 
 
 @dataclass
@@ -173,7 +173,6 @@ class RQWorker:
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
 
         identity = parse_worker_name(self.name)
         return {
@@ -426,16 +425,6 @@ def known_queues(client) -> list[str]:
 # per batch, ZREM-guarded so a second run finds nothing); the health gate counts finished and
 # failed registry entries whose job hash names a worker of the release. Job data is never read.
 
-import time  # noqa: E402
-
-from ansible_collections.queueops.rollback.plugins.module_utils.replay import (  # noqa: E402
-    IDS_CAP,
-    Selection,
-    SourceReport,
-    batched,
-    parse_time,
-    task_name_from_description,
-)
 
 # One batch of registry entries back onto their queues, atomically: an entry is moved only if it is
 # still in the registry (ZREM guard: a second run, or a concurrent `rq requeue`, finds nothing to
