@@ -80,6 +80,5 @@ fi
 # --- container image ----------------------------------------------------------------------------
 if command -v podman >/dev/null; then
   export CONTAINERS_CONF=${CONTAINERS_CONF:-$top/.config/containers.conf}
-  out=$(hack/build-image.sh)
-  say image "${out#image }"
+  hack/build-image.sh | sed -u 's/^image /  image        /'
 fi
