@@ -675,10 +675,23 @@ class Pool:
         current = self.current()
         if current == version:
             return False
+        self.verify(version)
         self.actions.append(f"switch current from {current} to {version}")
         self._switch(version)
         self._record("activated", version=version, source=current, target=version, reason=reason)
         return True
+
+    def verify(self, version: str) -> None:
+        """Refuse a release whose files differ from what was staged: workers would run other code."""
+        if version in self._would_stage:
+            return
+        recorded = (self.manifest(version) or {}).get("digest")
+        found = content_digest(tree_entries(self.release_path(version)))
+        if recorded != found:
+            raise ReleaseError(
+                f"release {version} of pool {self.name} changed on disk since it was staged "
+                f"({recorded} recorded, {found} now): not switching to it; stage a new version"
+            )
 
     def mark_failed(self, version: str, *, reason: str | None = None) -> bool:
         self.check_version(version)
@@ -720,6 +733,7 @@ class Pool:
                     f"no release of pool {self.name} was active before {version} and is still good and on "
                     "disk; name one with to_version"
                 )
+        self.verify(target)
         why = reason or f"rolled back from {version}"
         if version not in view.failed:  # 1. mark failed (a re-run after a crash here skips it)
             self.actions.append(f"mark release {version} failed")

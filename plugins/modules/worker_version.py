@@ -19,6 +19,9 @@ description:
     history, never file times, decides which release was the last good one and which releases failed.
   - A rollback is a state, not a step. O(state=rolled_back) with O(version=X) only acts while X is
     current, so re-running it (also after an interrupted run) converges instead of stepping back twice.
+  - Before C(current) is switched to a release (by O(state=active) or O(state=rolled_back)), the
+    release's files are checked against the content digest recorded when it was staged; a release
+    changed on disk since is refused, and nothing changes.
   - A per-pool lock (C(.lock)) stops two runs from changing a pool at once; the second run fails at once
     with a message naming the holder.
   - This module works on files only; it does not talk to Redis.

@@ -228,6 +228,26 @@ def test_rollback_returns_to_the_previous_good_release_and_marks_the_bad_one_fai
     assert pool.facts()["previous"] == "1.0"
 
 
+def test_release_changed_on_disk_is_never_switched_to(tmp_path):
+    pool = staged_pool(tmp_path, "1.0", "2.0", activate=("1.0",))
+    Path(pool.release_path("2.0"), "app", "tasks.py").write_text("RELEASE = 'edited by hand'\n")
+    history = read_jsonl(pool.history_path)
+    with pytest.raises(ReleaseError, match=r"release 2.0 of pool orders changed on disk since it was staged"):
+        pool.activate("2.0")
+    assert pool.current() == "1.0"
+    assert read_jsonl(pool.history_path) == history
+
+
+def test_rollback_onto_a_release_changed_on_disk_is_refused_with_nothing_changed(tmp_path):
+    pool = staged_pool(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
+    (Path(pool.release_path("1.0")) / "run.sh").unlink()
+    history = read_jsonl(pool.history_path)
+    with pytest.raises(ReleaseError, match=r"release 1.0 of pool orders changed on disk.*not switching to it"):
+        pool.rollback("2.0")
+    assert pool.current() == "2.0"
+    assert read_jsonl(pool.history_path) == history
+
+
 def test_rollback_rerun_does_not_step_back_twice(tmp_path):
     pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
     assert pool.rollback("3.0")
