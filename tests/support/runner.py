@@ -59,6 +59,7 @@ def _python() -> str:
 def run_playbook(
     playbook: str | Path,
     *,
+    private_data_dir: str | Path,
     extravars: dict[str, Any] | None = None,
     check: bool = False,
     diff: bool = False,
@@ -66,10 +67,10 @@ def run_playbook(
     envvars: dict[str, str] | None = None,
     timeout: int = 600,
 ) -> ansible_runner.Runner:
-    private = tempfile.mkdtemp(prefix="queueops-runner-")
+    """ansible-runner in ``private_data_dir`` (its artifacts, stdout included, stay there)."""
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on)
     return ansible_runner.run(
-        private_data_dir=private,
+        private_data_dir=str(private_data_dir),
         playbook=str(playbook),
         inventory=inventory or "localhost ansible_connection=local",
         extravars=extravars or {},
@@ -93,13 +94,14 @@ def run_module(
             "tasks": [{"name": f"run {fqcn}", fqcn: args, "ignore_errors": True}],
         }
     ]
-    workdir = Path(tempfile.mkdtemp(prefix="queueops-play-"))
-    playbook = workdir / "play.yml"
-    playbook.write_text(json.dumps(play))
-    runner = run_playbook(playbook, check=check, diff=diff, envvars=envvars)
-    for event in runner.events:
-        if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
-            data = event["event_data"]
-            status = {"runner_on_ok": "ok", "runner_on_failed": "failed"}.get(event["event"], "unreachable")
-            return TaskResult(status=status, result=data.get("res", {}), stdout=runner.stdout.read())
-    raise AssertionError(f"no task result from ansible-runner (status {runner.status}):\n{runner.stdout.read()}")
+    with tempfile.TemporaryDirectory(prefix="queueops-runner-") as workdir:
+        playbook = Path(workdir) / "play.yml"
+        playbook.write_text(json.dumps(play))
+        runner = run_playbook(playbook, private_data_dir=workdir, check=check, diff=diff, envvars=envvars)
+        stdout = runner.stdout.read()
+        for event in runner.events:
+            if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+                data = event["event_data"]
+                status = {"runner_on_ok": "ok", "runner_on_failed": "failed"}.get(event["event"], "unreachable")
+                return TaskResult(status=status, result=data.get("res", {}), stdout=stdout)
+    raise AssertionError(f"no task result from ansible-runner (status {runner.status}):\n{stdout}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,11 @@ from .paths import DEV_VENV, SAMPLE_APP
 class WorkerProcess:
     name: str
     process: subprocess.Popen
-    log_path: Path
+    workdir: Path  # its log and its TMPDIR; removed once the worker has exited
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "worker.log"
 
     @property
     def pid(self) -> int:
@@ -39,6 +44,7 @@ class WorkerProcess:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._clean_up()
         return self.process.returncode
 
     def kill(self) -> None:
@@ -52,6 +58,10 @@ class WorkerProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.process.wait()
+        self._clean_up()
+
+    def _clean_up(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _descendants(pid: int) -> list[int]:
@@ -83,10 +93,11 @@ def _env(redis_url: str, release: str | None, fail_every: int | None, app_path: 
 
 
 def _spawn(name: str, args: list[str], env: dict[str, str]) -> WorkerProcess:
-    log_path = Path(tempfile.mkstemp(prefix=f"queueops-{name}-", suffix=".log")[1])
-    with open(log_path, "wb") as log:
+    workdir = Path(tempfile.mkdtemp(prefix="queueops-worker-"))
+    env = {**env, "TMPDIR": str(workdir)}  # what a killed worker leaves behind goes with the directory
+    with open(workdir / "worker.log", "wb") as log:
         process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return WorkerProcess(name=name, process=process, log_path=log_path)
+    return WorkerProcess(name=name, process=process, workdir=workdir)
 
 
 def _wait_for(worker: WorkerProcess, ready, what: str, timeout: float = 30.0) -> WorkerProcess:
