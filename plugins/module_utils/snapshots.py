@@ -95,6 +95,14 @@ class PathNotAllowed(SnapshotError):
     """A path outside ``allowed_roots``."""
 
 
+class RestoreInterrupted(SnapshotError):
+    """A restore that stopped part-way; ``done`` is the outline of what it changed before that."""
+
+    def __init__(self, message: str, done: dict[str, list[str]]) -> None:
+        super().__init__(message)
+        self.done = done
+
+
 # --------------------------------------------------------------------------------------- helpers
 
 
@@ -185,7 +193,7 @@ def _add_path(scan: FileScan, path: str, root: str, store_root: str, allowed_roo
     entry["relative"] = os.path.relpath(path, os.path.dirname(root)) if path != root else os.path.basename(root)
     if stat.S_ISLNK(st.st_mode):
         target = os.readlink(path)
-        entry.update(type="symlink", target=target, sha256=hashlib.sha256(target.encode()).hexdigest())
+        entry.update(type="symlink", target=target, sha256=hashlib.sha256(os.fsencode(target)).hexdigest())
     elif stat.S_ISREG(st.st_mode):
         sha, size = _sha256_file(path)
         entry.update(type="file", sha256=sha, size=size)
@@ -196,8 +204,11 @@ def _add_path(scan: FileScan, path: str, root: str, store_root: str, allowed_roo
             _add_path(scan, os.path.join(path, child), root, store_root, allowed_roots)
         return
     else:
-        scan.warnings.append(f"{path} is neither a file, a directory nor a symlink: not snapshotted")
-        return
+        # A fifo, socket or device: not copied, but recorded so that a restore leaves it alone.
+        entry["type"] = "special"
+        scan.warnings.append(
+            f"{path} is neither a file, a directory nor a symlink: not snapshotted (a restore leaves it as it is)"
+        )
     scan.entries[path] = entry
 
 
@@ -224,6 +235,11 @@ def scan_paths(paths: list[str], store_root: str, allowed_roots: list[str] | Non
             scan.warnings.append(f"{path} does not exist: recorded as absent (a restore removes it)")
             continue
         kind = "dir" if os.path.isdir(path) and not os.path.islink(path) else "file"
+        if os.path.islink(path) and os.path.isdir(path):
+            scan.warnings.append(
+                f"{path} is a symlink to a directory: only the link is snapshotted, not the files in it; "
+                f"give the directory it points to ({os.path.realpath(path)}) to snapshot them"
+            )
         scan.roots.append({"path": path, "kind": kind})
         _add_path(scan, path, path, store_root, allowed_roots)
     return scan
@@ -568,8 +584,15 @@ def take_snapshot(
     snapshots = list_snapshots(root, name)
     latest = snapshots[-1] if snapshots else None
     if latest and latest.get("content_digest") == manifest["content_digest"]:
-        changes = _compare(manifest, manifest)
-        return TakeResult(False, latest["id"], str(base / latest["id"]), latest, latest["id"], changes, scan.warnings)
+        try:  # equal content is only worth returning if that snapshot can be restored
+            verify_snapshot(base / latest["id"], load_manifest(base / latest["id"]))
+        except CorruptSnapshot as exc:
+            scan.warnings.append(f"{exc}: taking a new snapshot")
+        else:
+            changes = _compare(manifest, manifest)
+            return TakeResult(
+                False, latest["id"], str(base / latest["id"]), latest, latest["id"], changes, scan.warnings
+            )
     previous_manifest = None
     if latest:
         with contextlib.suppress(SnapshotError):
@@ -771,6 +794,7 @@ class RestorePlan:
     key_deletes: list[bytes] = field(default_factory=list)
     payloads: bytes = b""
     needs_redis: bool = False
+    current: str | None = None  # while applying: the path being worked on
 
     @property
     def changed(self) -> bool:
@@ -859,8 +883,8 @@ def _plan_entry(plan: RestorePlan, entry: dict[str, Any]) -> None:
     except FileNotFoundError:
         st = None
     kind = entry["type"]
-    if kind == "absent":
-        return  # handled with removals (scope)
+    if kind in ("absent", "special"):
+        return  # absent: handled with removals (scope); special (fifo, socket, device): left as it is
     if st is not None and kind != "dir" and stat.S_ISDIR(st.st_mode):
         raise SnapshotError(f"{path} is a directory now but a {kind} in snapshot {plan.snap_id}: remove it first")
     if kind == "dir":
@@ -903,43 +927,75 @@ def _plan_keys(plan: RestorePlan, manifest: dict[str, Any], client) -> None:
 
 
 def apply_restore(plan: RestorePlan, root: str, name: str, client=None) -> None:
-    """Put files and keys back as in the (already verified) snapshot."""
+    """Put files and keys back as in the (already verified) snapshot.
+
+    If a file operation fails, RestoreInterrupted says where, what was changed before (``done``)
+    and that the Redis keys were not touched; running the restore again finishes the job.
+    """
     base = name_dir(root, name)
     with _lock(base, "restore"):
-        for entry in sorted(plan.mkdirs, key=lambda e: e["path"]):
-            os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
-            with contextlib.suppress(FileExistsError):
-                os.mkdir(entry["path"], entry["mode"])
-            os.chown(entry["path"], entry["uid"], entry["gid"])
-            os.chmod(entry["path"], entry["mode"])
-        for entry in plan.writes:
-            data = read_file_copy(plan.snapdir, entry)
-            if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # changed since verification
-                raise CorruptSnapshot(f"the copy of {entry['path']} changed during the restore")
-            os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
-            atomic_write(entry["path"], data, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
-            if entry["mode"] & 0o6000:  # chown clears setuid/setgid: set them again
-                os.chmod(entry["path"], entry["mode"])
-        for entry in plan.links:
-            os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
-            atomic_symlink(entry["path"], entry["target"])
-            os.lchown(entry["path"], entry["uid"], entry["gid"])
-        for entry in plan.metadata:
-            os.lchown(entry["path"], entry["uid"], entry["gid"])
-            if entry["type"] != "symlink":
-                os.chmod(entry["path"], entry["mode"])
-        for path in plan.removals:  # deepest first
-            _remove(path)
+        done = RestorePlan(snap_id=plan.snap_id, snapdir=plan.snapdir)
+        try:
+            _apply_files(plan, done)
+        except OSError as exc:
+            what = "the remaining files and the Redis keys" if plan.key_restores or plan.key_deletes else "the rest"
+            count = sum(len(v) for v in done.outline().values())
+            raise RestoreInterrupted(
+                f"restore of snapshot {plan.snap_id} stopped at {done.current or exc.filename}: "
+                f"{exc.strerror or exc}; {count} item(s) were restored before that (see restored), "
+                f"{what} were not restored. Fix the cause and run again: the restore finishes what is left",
+                done.outline(),
+            ) from None
         if plan.key_restores or plan.key_deletes:
             try:
                 _apply_keys(plan, client)
             except RedisError as exc:
                 files_done = bool(plan.mkdirs or plan.writes or plan.metadata or plan.links or plan.removals)
-                done = "the files were restored but " if files_done else ""
-                raise SnapshotError(
-                    f"{done}the Redis keys of snapshot {plan.snap_id} were not (the transaction did not run): {exc}"
+                prefix = "the files were restored but " if files_done else ""
+                raise RestoreInterrupted(
+                    f"{prefix}the Redis keys of snapshot {plan.snap_id} were not (the transaction did not run): {exc}",
+                    done.outline(),
                 ) from None
         _record_history(base, "restored", id=plan.snap_id, **{k: len(v) for k, v in plan.outline().items()})
+
+
+def _apply_files(plan: RestorePlan, done: RestorePlan) -> None:
+    """The file side of a restore; ``done`` collects each step once it is complete."""
+    for entry in sorted(plan.mkdirs, key=lambda e: e["path"]):
+        done.current = entry["path"]
+        os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(entry["path"], entry["mode"])
+        os.chown(entry["path"], entry["uid"], entry["gid"])
+        os.chmod(entry["path"], entry["mode"])
+        done.mkdirs.append(entry)
+    for entry in plan.writes:
+        done.current = entry["path"]
+        data = read_file_copy(plan.snapdir, entry)
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:  # changed since verification
+            raise CorruptSnapshot(f"the copy of {entry['path']} changed during the restore")
+        os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
+        atomic_write(entry["path"], data, mode=entry["mode"], uid=entry["uid"], gid=entry["gid"])
+        if entry["mode"] & 0o6000:  # chown clears setuid/setgid: set them again
+            os.chmod(entry["path"], entry["mode"])
+        done.writes.append(entry)
+    for entry in plan.links:
+        done.current = entry["path"]
+        os.makedirs(os.path.dirname(entry["path"]), exist_ok=True)
+        atomic_symlink(entry["path"], entry["target"])
+        os.lchown(entry["path"], entry["uid"], entry["gid"])
+        done.links.append(entry)
+    for entry in plan.metadata:
+        done.current = entry["path"]
+        os.lchown(entry["path"], entry["uid"], entry["gid"])
+        if entry["type"] != "symlink":
+            os.chmod(entry["path"], entry["mode"])
+        done.metadata.append(entry)
+    for path in plan.removals:  # deepest first
+        done.current = path
+        _remove(path)
+        done.removals.append(path)
+    done.current = None
 
 
 def _remove(path: str) -> None:

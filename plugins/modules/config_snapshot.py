@@ -226,6 +226,23 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
 MODULE = "config_snapshot"
 
 
+def _printable(value):
+    """Results as valid UTF-8: a file name that is not (Python holds it with surrogate escapes)
+    is shown with its odd bytes as backslash escapes, as key names are; the controller refuses
+    a result that is not valid UTF-8 and would fail a task that did its work."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        return value
+    if isinstance(value, dict):
+        return {_printable(key): _printable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(item) for item in value]
+    return value
+
+
 def _argument_spec() -> dict:
     return redis_argument_spec(
         name={"type": "str", "required": True},
@@ -282,7 +299,7 @@ def _present(module: AnsibleModule, redis: _Redis, result: dict) -> None:
         check_mode=module.check_mode,
     )
     for warning in taken.warnings:
-        module.warn(warning)
+        module.warn(_printable(warning))
     result.update(
         changed=taken.changed,
         id=taken.snap_id,
@@ -321,7 +338,11 @@ def _restored(module: AnsibleModule, redis: _Redis, result: dict) -> None:
     if plan.changed and module._diff:
         result["diff"] = snap.restore_diff(plan)
     if plan.changed and not module.check_mode:
-        snap.apply_restore(plan, params["root"], params["name"], redis.client)
+        try:
+            snap.apply_restore(plan, params["root"], params["name"], redis.client)
+        except snap.RestoreInterrupted as exc:
+            result["restored"] = exc.done
+            raise
         redis.record("snapshot_restored", name=params["name"], id=plan.snap_id, restored=plan.outline())
 
 
@@ -378,14 +399,16 @@ def run_module() -> None:
         else:
             _query(module, result)
     except snap.SnapshotError as exc:
-        module.fail_json(msg=str(exc), **result)
+        module.fail_json(**_printable({**result, "msg": str(exc)}))
     except snap.LockHeld as exc:
-        module.fail_json(msg=str(exc), **result)
+        module.fail_json(**_printable({**result, "msg": str(exc)}))
     except snap.RedisError as exc:
-        module.fail_json(msg=f"Redis failed during {params['state']} of snapshot {params['name']}: {exc}", **result)
+        msg = f"Redis failed during {params['state']} of snapshot {params['name']}: {exc}"
+        module.fail_json(**_printable({**result, "msg": msg}))
     except OSError as exc:
-        module.fail_json(msg=f"{params['state']} of snapshot {params['name']} failed: {exc}", **result)
-    module.exit_json(**result)
+        msg = f"{params['state']} of snapshot {params['name']} failed: {exc}"
+        module.fail_json(**_printable({**result, "msg": msg}))
+    module.exit_json(**_printable(result))
 
 
 def main() -> None:
