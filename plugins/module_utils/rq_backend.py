@@ -341,10 +341,11 @@ def live_worker_names(client) -> set[str] | None:
 
 
 def _idle_live_workers(client, queues: list[str]) -> list[RQWorker]:
+    # A worker killed while idle leaves a hash that says "idle" until its TTL (420 s): no connection
+    # named after it means nobody waits in that dequeue. Only when CLIENT LIST is refused (None) is
+    # the hash all there is to go by.
     names = live_worker_names(client)
-    return [
-        w for w in list_workers(client, queues) if w.state == "idle" and (names is None or not names or w.name in names)
-    ]
+    return [w for w in list_workers(client, queues) if w.state == "idle" and (names is None or w.name in names)]
 
 
 def settle_suspension(client, queues: list[str], timeout: float = 10.0, poll: float = 0.02) -> dict[str, Any]:
@@ -392,9 +393,39 @@ def settle_suspension(client, queues: list[str], timeout: float = 10.0, poll: fl
     }
 
 
+def gone_workers(client, names: set[str]) -> set[str]:
+    """Those of ``names`` whose worker is gone: hash expired or marked dead, or (when CLIENT LIST
+    answers) no connection named after it left, as after a SIGKILL or an OOM kill."""
+    if not names:
+        return set()
+    ordered = sorted(names)
+    with client.pipeline(transaction=False) as pipe:
+        for name in ordered:
+            pipe.hmget(worker_key(name), "birth", "death")
+        hashes = pipe.execute()
+    connected = live_worker_names(client)
+    return {
+        name
+        for name, (birth, death) in zip(ordered, hashes)
+        if not birth or death or (connected is not None and name not in connected)
+    }
+
+
+def split_in_flight(client, queues: list[str]) -> tuple[list[StartedEntry], list[StartedEntry]]:
+    """``(running, abandoned)`` in the started registries of ``queues``, without our wake-up jobs.
+
+    Abandoned: the job hash names a worker that is gone; nothing will finish those (task_requeue
+    replays them), so a drain does not wait for them.
+    """
+    entries = [entry for entry in started_entries(client, queues) if not is_wake_job(entry.job_id)]
+    gone = gone_workers(client, {entry.worker for entry in entries if entry.worker})
+    return [e for e in entries if e.worker not in gone], [e for e in entries if e.worker in gone]
+
+
 def in_flight(client, queues: list[str]) -> list[StartedEntry]:
-    """What runs on ``queues`` now: their started registries, without our wake-up jobs."""
-    return [entry for entry in started_entries(client, queues) if not is_wake_job(entry.job_id)]
+    """What runs on ``queues`` now: their started registries, without our wake-up jobs and
+    without the jobs of workers that are gone (see ``split_in_flight``)."""
+    return split_in_flight(client, queues)[0]
 
 
 def queue_counts(client, queue: str) -> dict[str, int]:

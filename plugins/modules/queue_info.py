@@ -48,10 +48,21 @@ EXAMPLES = r"""
 
 RETURN = r"""
 queues:
-  description: Queue name to its facts (depth, in_flight, failed, scheduled, deferred, paused).
+  description:
+    - Queue name to its facts (depth, in_flight, failed, scheduled, deferred, paused; RQ also finished;
+      Celery also paused_from, the workers a pause took the queue from).
+    - For RQ, in_flight leaves out the jobs of workers that are gone (see RV(abandoned)).
   returned: always
   type: dict
-  sample: {"orders": {"depth": 3, "in_flight": 1, "failed": 0, "scheduled": 0, "deferred": 0, "paused": false}}
+  sample:
+    orders: {"depth": 3, "in_flight": 1, "failed": 0, "scheduled": 0, "deferred": 0, "finished": 7, "paused": false}
+abandoned:
+  description:
+    - RQ. Queue name to the jobs left in its started registry by workers that are gone (killed; worker hash
+      expired or marked dead, or no Redis connection named after them), with job_id, queue and worker.
+      Only queues that have some. C(queueops.rollback.task_requeue) replays them.
+  returned: backend is rq
+  type: dict
 workers:
   description: Workers of those queues (name, host, state, pool, release, last_heartbeat, queues).
   returned: always
@@ -85,11 +96,15 @@ def _rq_info(client, queues: list[str] | None) -> dict[str, Any]:
     queues = queues or rq_backend.known_queues(client)
     suspension = rq_backend.suspension(client)
     facts = {}
+    abandoned: dict[str, list] = {}
     for queue in queues:
         counts = rq_backend.queue_counts(client, queue)
+        running, gone = rq_backend.split_in_flight(client, [queue])
+        if gone:
+            abandoned[queue] = [e.as_dict() for e in gone]
         facts[queue] = {
             "depth": counts["depth"],
-            "in_flight": len(rq_backend.in_flight(client, [queue])),
+            "in_flight": len(running),
             "failed": counts["failed"],
             "scheduled": counts["scheduled"],
             "deferred": counts["deferred"],
@@ -102,6 +117,7 @@ def _rq_info(client, queues: list[str] | None) -> dict[str, Any]:
         "workers": workers,
         "suspended": suspension["suspended"],
         "suspension_ttl": suspension["ttl"],
+        "abandoned": abandoned,
     }
 
 

@@ -44,7 +44,8 @@ options:
   state:
     description:
       - V(paused) stops consumption; V(resumed) restores it; V(drained) pauses if needed, then waits until
-        nothing is in flight on O(queues) (RQ started registries; Celery active, reserved and unacked tasks).
+        nothing is in flight on O(queues) (RQ started registries, less the jobs of workers that are gone, see
+        RV(abandoned); Celery active, reserved and unacked tasks).
     type: str
     choices: [paused, resumed, drained]
     default: paused
@@ -142,6 +143,15 @@ left:
 stragglers:
   description: O(state=drained). Tasks still in flight at the end, with C(job_id) or C(id), C(queue) and C(worker).
   returned: state is drained
+  type: list
+  elements: dict
+abandoned:
+  description:
+    - RQ, O(state=drained). Jobs left in the started registries of O(queues) by workers that are gone
+      (killed; their worker hash expired or marked dead, or no Redis connection named after them). Nothing
+      will finish them, so the drain does not wait for them; C(queueops.rollback.task_requeue) replays them.
+    - Same fields as RV(stragglers).
+  returned: backend is rq and state is drained
   type: list
   elements: dict
 elapsed:
@@ -263,9 +273,15 @@ def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
         "after": {q: "paused" if after_suspended else "consuming" for q in queues},
     }
     if state == "drained":
-        _drain(
-            result, lambda: [e.as_dict() for e in rq_backend.in_flight(client, queues)], p["timeout"], module.check_mode
-        )
+        abandoned: list[dict[str, Any]] = []
+
+        def running() -> list:
+            live, gone = rq_backend.split_in_flight(client, queues)
+            abandoned[:] = [e.as_dict() for e in gone]
+            return [e.as_dict() for e in live]
+
+        _drain(result, running, p["timeout"], module.check_mode)
+        result["abandoned"] = abandoned
     return result
 
 
@@ -304,7 +320,12 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
             plan[queue] = [n for n in targets if n in answered and queue not in answered[n]]
         else:
             plan[queue] = [n for n, consumed in answered.items() if queue in consumed]
-    changed = any(plan.values()) or (resume and bool(records))
+
+    def kept(queue: str) -> list[str]:
+        """After a resume, the record keeps the nodes not named by ``workers`` and those that did not answer."""
+        return [n for n in records.get(queue, []) if n in missing or (wanted and n not in wanted)]
+
+    changed = any(plan.values()) or (resume and any(kept(q) != n for q, n in records.items()))
     result: dict[str, Any] = {"changed": changed}
     if changed and not module.check_mode:
         for queue, nodes in plan.items():
@@ -312,12 +333,11 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
             replies = command(app, queue, nodes, timeout)
             missing += [n for n in nodes if n not in replies and n not in missing]
             if resume:
-                left_out = [n for n in records.get(queue, []) if n in missing]
-                if left_out:
+                left_out = kept(queue)
+                if left_out != records.get(queue, []):
                     celery_backend.forget_paused(client, queue)
-                    celery_backend.record_paused(client, queue, left_out)
-                else:
-                    celery_backend.forget_paused(client, queue)
+                    if left_out:
+                        celery_backend.record_paused(client, queue, left_out)
             elif nodes:
                 celery_backend.record_paused(client, queue, [n for n in nodes if n in replies])
         after = celery_backend.consumers(app, sorted(answered), timeout)
