@@ -212,6 +212,26 @@ def _add_path(scan: FileScan, path: str, root: str, store_root: str, allowed_roo
     scan.entries[path] = entry
 
 
+def _glob(pattern: str) -> list[str]:
+    """Matches of ``pattern``; with ``**``, none reached through a symlinked directory.
+
+    Python's recursive glob follows symlinks to directories (and loops through them); a snapshot
+    keeps symlinks as links, as it does when it walks a directory.
+    """
+    matches = glob.glob(pattern, recursive=True)
+    if "**" not in pattern:
+        return matches
+    prefix = pattern.split("*")[0].split("?")[0].split("[")[0]
+    prefix = prefix if prefix.endswith("/") else os.path.dirname(prefix) + "/"
+    kept = []
+    for match in matches:
+        parts = os.path.normpath(match)[len(prefix) :].split("/")[:-1]
+        ancestors = (prefix + "/".join(parts[: index + 1]) for index in range(len(parts)))
+        if not any(os.path.islink(ancestor) for ancestor in ancestors):
+            kept.append(match)
+    return kept
+
+
 def scan_paths(paths: list[str], store_root: str, allowed_roots: list[str] | None = None) -> FileScan:
     """Expand files, directories and globs into manifest entries (no content copied yet)."""
     scan = FileScan()
@@ -223,7 +243,7 @@ def scan_paths(paths: list[str], store_root: str, allowed_roots: list[str] | Non
         if _GLOB_CHARS & set(path):
             check_allowed(path.split("*")[0].split("?")[0].split("[")[0] or "/", allowed_roots)
             scan.roots.append({"path": path, "kind": "glob"})
-            for match in sorted(glob.glob(path, recursive=True)):
+            for match in sorted(_glob(path)):
                 _add_path(scan, os.path.normpath(match), os.path.normpath(match), store_root, allowed_roots)
             continue
         check_allowed(path, allowed_roots)
@@ -831,7 +851,7 @@ def _scope_paths(manifest: dict[str, Any], store_root: str) -> list[str]:
         if root["kind"] == "dir" and os.path.isdir(root["path"]) and not os.path.islink(root["path"]):
             current.extend(_current_tree(root["path"]))
         elif root["kind"] == "glob":
-            for match in glob.glob(root["path"], recursive=True):
+            for match in _glob(root["path"]):
                 match = os.path.normpath(match)
                 if os.path.isdir(match) and not os.path.islink(match):
                     current.extend(_current_tree(match))

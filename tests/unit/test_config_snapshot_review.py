@@ -142,3 +142,27 @@ def test_restore_stopped_half_way_says_what_was_done_and_converges_when_run_agai
     assert again["restored"]["files_restored"] == [str(top / "b" / "2.conf")]
     assert tree_state(top) == before and redis_client.get("cfg:gate") == b"on"
     shutil.rmtree(top)
+
+
+def test_recursive_glob_keeps_symlinked_dirs_as_links_and_does_not_loop_through_them(tmp_path, store):
+    top = tmp_path / "etc" / "app"
+    (top / "sub").mkdir(parents=True)
+    (top / "sub" / "f.conf").write_text("f\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("s\n")
+    os.symlink(outside, top / "linkout")
+    os.symlink("..", top / "sub" / "up")  # a loop
+    taken = snap.take_snapshot(store, "n", [f"{top}/**"], [], None, allowed_roots=[str(tmp_path / "etc")])
+    paths = {e["path"]: e["type"] for e in snap.load_manifest(Path(taken.path))["entries"]}
+    assert paths == {
+        str(top): "dir",
+        str(top / "sub"): "dir",
+        str(top / "sub" / "f.conf"): "file",
+        str(top / "sub" / "up"): "symlink",
+        str(top / "linkout"): "symlink",
+    }
+    (outside / "created-later").write_text("mine\n")
+    plan = restore(store)
+    assert plan.outline()["files_removed"] == []
+    assert (outside / "created-later").exists()
