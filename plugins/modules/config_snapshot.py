@@ -169,6 +169,7 @@ restored:
   description:
     - What the restore changed (or would change in check mode) - C(dirs_created), C(files_restored),
       C(files_metadata_fixed), C(files_removed), C(keys_restored), C(keys_deleted).
+    - When a restore stops part-way (the task fails), only what it changed before it stopped.
   returned: when state is restored
   type: dict
   sample: {"files_restored": ["/etc/orders/app.conf"], "keys_restored": ["orders:routing:eu"], "keys_deleted": []}
