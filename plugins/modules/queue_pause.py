@@ -105,7 +105,9 @@ EXAMPLES = r"""
 
 RETURN = r"""
 paused:
-  description: Queues paused when the module returned.
+  description:
+    - Queues paused when the module returned.
+    - Celery, with O(workers), a queue that other workers still consume is not paused (and not listed).
   returned: always
   type: list
   elements: str
@@ -357,9 +359,14 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
             after = {n: sorted(set(c) | {q for q, ns in plan.items() if n in ns}) for n, c in answered.items()}
     result["workers"] = after
     result["missing_workers"] = sorted(missing)
-    result["paused"] = [q for q in queues if not any(q in c for c in after.values())]
+    # With ``workers``, the others still consume what they consumed: a queue is paused only if none does.
+    others = {}
+    if wanted:
+        others = {n: c for n, c in celery_backend.consumers(app, None, timeout).items() if n not in answered}
+    seen_before, seen_after = [*answered.values(), *others.values()], [*after.values(), *others.values()]
+    result["paused"] = [q for q in queues if not any(q in c for c in seen_after)]
     result["diff"] = {
-        "before": {q: "consuming" if any(q in c for c in answered.values()) else "paused" for q in queues},
+        "before": {q: "consuming" if any(q in c for c in seen_before) else "paused" for q in queues},
         "after": {q: "paused" if q in result["paused"] else "consuming" for q in queues},
     }
     if missing and not p["allow_missing_workers"]:

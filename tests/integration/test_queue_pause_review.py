@@ -70,3 +70,23 @@ def test_rq_pause_is_not_held_up_by_the_hash_of_a_killed_idle_worker(redis_serve
     assert not result.failed, result.msg
     assert result.changed and result["woken_workers"] == []
     assert redis_client.llen("rq:queue:default") == 0 and not redis_client.keys("rq:job:queueops-wake-*")
+
+
+def test_celery_pause_of_some_workers_does_not_report_a_queue_others_consume_as_paused(redis_server, redis_client):
+    host = socket.gethostname()
+    a, b = f"pool:v1:1@{host}", f"pool:v1:2@{host}"
+    wa = start_celery_worker(redis_server.url, ["orders"], a, concurrency=1)
+    try:
+        wb = start_celery_worker(redis_server.url, ["orders"], b, concurrency=1)
+        try:
+            one = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a]), diff=True)
+            assert not one.failed and one.changed, one.msg
+            assert one["workers"] == {a: []}
+            assert one["paused"] == [], "b still consumes orders: tasks keep starting on it"
+            assert one["diff"]["after"] == {"orders": "consuming"}
+            both = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a, b]))
+            assert not both.failed and both["paused"] == ["orders"], both.msg
+        finally:
+            wb.kill()
+    finally:
+        wa.kill()
