@@ -213,7 +213,8 @@ def in_flight(
 def queue_depth(client, queue: str) -> int:
     """Messages waiting: kombu keeps one list per queue, plus one per priority step when priorities are on."""
     total = 0
-    for key in client.scan_iter(match=f"{queue}*", count=1000, _type="list"):
+    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in queue)  # the name itself, not a glob
+    for key in client.scan_iter(match=f"{pattern}*", count=1000, _type="list"):
         name = _text(key)
         if name == queue or (name.startswith(f"{queue}\x06\x16") and name[len(queue) + 2 :].isdigit()):
             total += int(client.llen(key))

@@ -90,3 +90,12 @@ def test_celery_pause_of_some_workers_does_not_report_a_queue_others_consume_as_
             wb.kill()
     finally:
         wa.kill()
+
+
+def test_celery_queue_info_counts_a_queue_whose_name_has_glob_characters(redis_server, redis_client):
+    redis_client.rpush("jobs[eu]", "m1", "m2", "m3")
+    redis_client.rpush("jobs[eu]\x06\x163", "m4")  # its priority-3 list
+    redis_client.rpush("jobse", "other")  # what the unescaped pattern jobs[eu]* matches instead
+    info = run_module("queue_info", _celery(redis_server, queues=["jobs[eu]"], reply_timeout=0.2))
+    assert not info.failed, info.msg
+    assert info["queues"]["jobs[eu]"]["depth"] == 4
