@@ -73,7 +73,10 @@ options:
     type: float
     default: 1.0
   settle_timeout:
-    description: RQ only. Seconds to wait until no worker of O(queues) is idle in its dequeue.
+    description:
+      - RQ, seconds to wait until no worker of O(queues) is idle in its dequeue (the pause is then proven).
+      - Celery, seconds to wait for tasks that workers prefetched before the pause to start; those still
+        waiting then are returned in RV(prefetched_pending) with a warning (Celery cannot take them back).
     type: float
     default: 10
 """
@@ -124,6 +127,14 @@ workers:
   description: Celery. Node name to the queues it consumes after the change (nodes that answered).
   returned: backend is celery
   type: dict
+prefetched_pending:
+  description:
+    - Celery, O(state=paused) or O(state=drained). Tasks of O(queues) that workers had prefetched before
+      the pause and that had not started after O(settle_timeout); they start once their worker has a free
+      slot (a warning says so). Empty when the pause holds for every task.
+  returned: backend is celery and the queues were paused by this run
+  type: list
+  elements: dict
 missing_workers:
   description: Celery. Workers that did not answer.
   returned: backend is celery
@@ -352,7 +363,17 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
         if wrong:
             module.fail_json(msg=f"after the broadcast, inspect active_queues still disagrees on {wrong}", **result)
         if not resume:
-            _wait_reserved(app, queues, sorted(answered), timeout)
+            prefetched = _wait_prefetched(app, queues, sorted(answered), timeout, p["settle_timeout"])
+            result["prefetched_pending"] = prefetched
+            if prefetched:
+                waiting = ", ".join(f"{t['id']} on {t['worker']}" for t in prefetched)
+                module.warn(
+                    f"{len(prefetched)} task(s) of {', '.join(queues)} that workers prefetched before the pause "
+                    f"had not started after {p['settle_timeout']:g} s and will start once their worker has a free "
+                    f"slot: {waiting}. Use state=drained to "
+                    "wait for them, or worker_prefetch_multiplier=1 with task_acks_late to keep workers from "
+                    "prefetching"
+                )
     else:
         after = {n: sorted(set(c) - set(queues)) if not resume else c for n, c in answered.items()}
         if resume:
@@ -381,14 +402,20 @@ def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dic
     return result
 
 
-def _wait_reserved(app, queues: list[str], nodes: list[str], timeout: float, limit: float = 5.0) -> None:
-    """Tasks a worker prefetched before the cancel start soon; return only once they have."""
+def _wait_prefetched(app, queues: list[str], nodes: list[str], timeout: float, limit: float) -> list[dict]:
+    """Tasks a worker prefetched before the cancel still start; wait up to ``limit`` for them to.
+
+    Returns those still waiting in a worker's buffer: Celery cannot take them back, so they will start
+    after the module returns, once their worker has a free slot.
+    """
     deadline = time.monotonic() + limit
-    while nodes and time.monotonic() < deadline:
-        tasks = celery_backend.worker_tasks(app, queues, nodes, timeout)
-        if not any(t["state"] == "reserved" for t in tasks):
-            return
+    pending: list[dict] = []
+    while nodes:
+        pending = [t for t in celery_backend.worker_tasks(app, queues, nodes, timeout) if t["state"] == "reserved"]
+        if not pending or time.monotonic() >= deadline:
+            break
         time.sleep(0.05)
+    return pending
 
 
 def run_module() -> None:

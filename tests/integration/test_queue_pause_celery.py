@@ -94,3 +94,28 @@ def test_named_worker_that_does_not_answer_fails_with_nothing_changed(redis_serv
     allowed = run_module("queue_pause", {**args, "allow_missing_workers": True})
     assert not allowed.failed and allowed.changed and allowed["missing_workers"] == ["pool:v1:9@gone"]
     assert run_module("queue_pause", _args(redis_server, state="resumed")).changed
+
+
+def test_prefetched_tasks_that_cannot_be_taken_back_are_returned_and_warned_about(
+    redis_server, redis_client, ledger, workers
+):
+    """A worker that prefetches holds tasks Celery cannot take back: the pause says so instead of hiding it."""
+    from celery import Celery
+
+    app = Celery(broker=redis_server.url, set_as_current=False)
+    node = "pool:v1:2@test"
+    prefetching = ["--prefetch-multiplier", "4"]
+    workers.append(start_celery_worker(redis_server.url, ["orders"], node, concurrency=1, extra_args=prefetching))
+    running = app.send_task("sampleapp.work", args=["running", 4], queue="orders")
+    held = [app.send_task("sampleapp.work", args=[f"held-{i}"], queue="orders").id for i in range(3)]
+    assert wait_until(lambda: len(ledger.starts()) == 1)
+
+    result = run_module("queue_pause", _args(redis_server, settle_timeout=0.5))
+
+    assert not result.failed, result.msg
+    assert sorted(t["id"] for t in result["prefetched_pending"]) == sorted(held)
+    assert any("prefetched before the pause" in w for w in result.get("warnings", []))
+    # The warning is the truth: once the running task ends, the held ones start although the queue is paused.
+    assert wait_until(lambda: set(ledger.done_counts()) == {"running", "held-0", "held-1", "held-2"}, timeout=20)
+    assert running.id not in held
+    app.close()
