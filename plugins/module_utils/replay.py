@@ -8,6 +8,7 @@ time, task name) and ask a :class:`Selection` whether a task qualifies.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -32,6 +33,13 @@ def parse_since(value: Any, now: float | None = None) -> float | None:
     """Epoch seconds from ``since``: epoch seconds, an ISO 8601 time (UTC if no zone), or ``30m``/``2h``/``1d`` ago."""
     if value is None or value == "":
         return None
+    since = _parse_since(value, now)
+    if not math.isfinite(since):  # float() takes 'nan' and 'inf': one would select everything, the other nothing
+        raise InvalidFilter(f"since {str(value).strip()!r} is not a time: give a finite number of epoch seconds")
+    return since
+
+
+def _parse_since(value: Any, now: float | None) -> float:
     now = time.time() if now is None else now
     if isinstance(value, (int, float)):
         return float(value)
@@ -80,6 +88,25 @@ def task_name_from_description(description: str | bytes | None) -> str | None:
     return name or None
 
 
+_GLOB = frozenset("*?[")
+
+
+def release_spec_problem(option: str, spec: str | None, pool: str | None = None) -> str | None:
+    """Why a release spec can match no worker at all, in words; None when it is usable.
+
+    A spec without ``*``, ``?`` or ``[`` is a version, compared with the middle field of
+    ``<pool>:<version>:<index>``: with a ``:`` or ``@`` in it, it never matches (``shop:2.0.0``).
+    """
+    if pool and (":" in pool or "@" in pool):
+        return f"pool {pool!r} cannot contain ':' or '@' (worker names are <pool>:<version>:<index>)"
+    if not spec or _GLOB.intersection(spec) or not (":" in spec or "@" in spec):
+        return None
+    return (
+        f"{option} {spec!r} would match no worker: a version cannot contain ':' or '@' (worker names are "
+        "<pool>:<version>:<index>); give the version and set pool, or a pattern such as 'orders:2.4.1:*'"
+    )
+
+
 @dataclass
 class Selection:
     """Which tasks a replay takes: failed by workers of a release, since a time, of some task names."""
@@ -92,6 +119,9 @@ class Selection:
     _worker_ok: Callable[[str], bool] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        problem = release_spec_problem("failed_by", self.failed_by, self.pool)
+        if problem:
+            raise InvalidFilter(problem)
         if self.failed_by:
             self._worker_ok = release_selector(self.failed_by, self.pool)
         if self.limit is not None and self.limit < 1:

@@ -541,12 +541,15 @@ def _rq_job_fields(client, job_ids: list[str], fields: tuple[str, ...]) -> list[
 
 
 def _rq_worker_states(client) -> dict[str, dict[str, float | bool | None]]:
-    """Birth and last heartbeat of every live worker (registered, hash not expired, no death)."""
+    """Birth and last heartbeat of every live worker (registered, hash not expired, no death), and
+    whether its named connection is open (None when CLIENT LIST is refused)."""
+    connected = live_worker_names(client)
     return {
         worker.name: {
             "alive": True,
             "birth": worker.birth.timestamp() if worker.birth else None,
             "last_heartbeat": worker.last_heartbeat.timestamp() if worker.last_heartbeat else None,
+            "connected": None if connected is None else worker.name in connected,
         }
         for worker in list_workers(client)
     }
@@ -560,7 +563,14 @@ def _rq_abandoned_reason(
         return "its heartbeat expired"
     if worker is None or not worker["alive"]:
         return "its worker is gone"
-    if worker["last_heartbeat"] is not None and now - worker["last_heartbeat"] > heartbeat_timeout:
+    # A busy RQ worker refreshes its heartbeat only every job_monitoring_interval (30 s): a stale
+    # heartbeat alone does not prove it gone while its connection is open (a hung one still lets the
+    # registry entry expire, caught above).
+    if (
+        worker["last_heartbeat"] is not None
+        and now - worker["last_heartbeat"] > heartbeat_timeout
+        and not worker.get("connected")
+    ):
         return f"its worker's last heartbeat is older than {heartbeat_timeout:g} s"
     if worker["birth"] is not None and started_at is not None and worker["birth"] > started_at:
         return "its worker restarted after it started"
@@ -744,4 +754,7 @@ def rq_outcomes(client, queues: list[str], worker_ok, since: float, until: float
 
 
 def rq_live_workers(client, worker_ok) -> list[str]:
-    return sorted(worker.name for worker in list_workers(client) if worker_ok(worker.name))
+    """Registered workers ``worker_ok`` accepts, without those that are gone: a SIGKILLed or OOM-killed
+    worker leaves a hash that looks alive for minutes, but no connection named after it."""
+    names = {worker.name for worker in list_workers(client) if worker_ok(worker.name)}
+    return sorted(names - gone_workers(client, names))

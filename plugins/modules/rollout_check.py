@@ -15,7 +15,8 @@ description:
     workers of the release at its end, and the backlog of O(queues) before and after.
   - "B(RQ): jobs of the finished and failed registries of O(queues) whose C(ended_at) falls in the window and
     whose C(worker_name) is a worker of the release; live workers are the registered workers whose hash has
-    not expired. Jobs enqueued with C(result_ttl=0) leave no finished entry and are not counted."
+    not expired and that still hold their named Redis connection (a killed worker's hash outlives it by
+    minutes). Jobs enqueued with C(result_ttl=0) leave no finished entry and are not counted."
   - "B(Celery): C(task-succeeded) and C(task-failed) events whose C(hostname) is a worker of the release;
     the workers must send task events (started with C(-E), or C(worker_send_task_events=True)). Live
     workers are those answering C(ping) at the end of the window."
@@ -162,6 +163,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
     connect,
     redis_argument_spec,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import release_spec_problem
 
 ARGUMENT_SPEC = redis_argument_spec(
     backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
@@ -227,6 +229,7 @@ def run_module() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    params["queues"] = list(dict.fromkeys(params["queues"] or []))  # a queue named twice is counted once
     limits = Thresholds(
         min_tasks=params["min_tasks"],
         max_failure_ratio=params["max_failure_ratio"],
@@ -242,6 +245,9 @@ def run_module() -> None:
         problems.append("queues must name at least one queue, without empty names")
     if not params["release"].strip():
         problems.append("release must not be empty")
+    release_problem = release_spec_problem("release", params["release"], params["pool"])
+    if release_problem:
+        problems.append(release_problem)
     if problems:
         module.fail_json(msg="; ".join(problems))
 

@@ -91,7 +91,10 @@ options:
     description: Replay at most this many tasks (oldest first for Celery; registry order for RQ).
     type: int
   heartbeat_timeout:
-    description: With O(source=abandoned), a worker whose last heartbeat is older than this many seconds is gone.
+    description:
+      - With O(source=abandoned), a worker whose last heartbeat is older than this many seconds is gone,
+        unless its named Redis connection is still open (a busy RQ worker refreshes its heartbeat only every
+        30 s; a hung one is still caught when its started-registry entry expires).
     type: int
     default: 90
   broker_url:
@@ -263,6 +266,7 @@ def run_module() -> None:
         supports_check_mode=True,
     )
     params = module.params
+    params["queues"] = list(dict.fromkeys(params["queues"]))  # a queue named twice is read once
     problem = _problem(params)
     if problem:
         module.fail_json(msg=problem)
