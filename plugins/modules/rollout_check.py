@@ -22,7 +22,7 @@ description:
     workers are those answering C(ping) at the end of the window."
   - Fails the task when the release is unhealthy (unless O(fail_when_unhealthy=false)), so a role's
     C(rescue:) section can roll back. The result always carries the verdict, the reason in words and every
-    number used. The verdict is also recorded in the C(queueops:events) stream.
+    number used. The verdict is also recorded in the C(queueops:events) stream (not in check mode).
   - "Worker identity convention: a worker's name (RQ C(--name)) or node name (Celery C(-n), before C(@host))
     is C(<pool>:<version>:<index>), for example C(orders:2.4.1:3); O(release) is matched against it."
 extends_documentation_fragment:
@@ -89,7 +89,8 @@ options:
       - Celery broker URL, when it is not the Redis given by the connection options. Never logged.
     type: str
 notes:
-  - The module observes; it changes nothing but the event stream, so it runs the same in check mode.
+  - The module observes; it changes nothing but the event stream. In check mode it observes and judges
+    the same way and records no event.
 seealso:
   - module: queueops.rollback.task_requeue
 """
@@ -261,7 +262,7 @@ def run_module() -> None:
         module.fail_json(msg=f"observing {subject} on {params['backend']} failed: {exc}")
     verdict = judge(observed, limits, subject)
 
-    if (
+    if not module.check_mode and (
         record_event(
             client,
             "rollout_check",

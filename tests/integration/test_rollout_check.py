@@ -107,3 +107,15 @@ def test_quiet_window_is_inconclusive_and_missing_workers_fail(redis_server, red
     assert nobody.failed and nobody["reasons"] == ["only 0 live worker(s) of release 9.9.9, at least 1 required"]
     bad_ratio = run_module("rollout_check", dict(args, max_failure_ratio=2))
     assert bad_ratio.failed and bad_ratio.msg == "max_failure_ratio must be between 0 and 1, not 2.0"
+
+
+def test_check_mode_judges_the_same_and_records_no_event(redis_server, redis_client):
+    from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
+
+    args = {"backend": "rq", "queues": ["orders"], "release": "9.9.9", "pool": "shop", "window": 0.2,
+            "fail_when_unhealthy": False, "redis_url": redis_server.url}
+    checked = run_module("rollout_check", args, check=True)
+    assert (checked.failed, checked["healthy"], redis_client.exists(EVENTS_STREAM)) == (False, False, 0)
+    real = run_module("rollout_check", args)
+    assert (real["verdict"], real["reason"]) == (checked["verdict"], checked["reason"])
+    assert redis_client.xlen(EVENTS_STREAM) == 1
