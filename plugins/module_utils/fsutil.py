@@ -62,10 +62,17 @@ def atomic_symlink(link: str | os.PathLike, target: str) -> None:
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line and fsync: an append-only log that survives a crash mid-run."""
+    """Append one JSON line and fsync: an append-only log that survives a crash mid-run.
+
+    A torn last line (a crash mid-append) is ended first, so the new record is a line of its own
+    instead of being glued to the fragment and lost with it.
+    """
     line = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
@@ -73,7 +80,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """All complete records; a torn last line (crash mid-append) is ignored."""
+    """All complete records (JSON objects); a torn line (crash mid-append) or other junk is ignored."""
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -81,9 +88,11 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     records = []
     for line in raw.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

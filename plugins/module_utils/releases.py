@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import lzma
 import os
 import posixpath
 import shutil
@@ -33,6 +34,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,34 +193,51 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
         tar = tarfile.open(archive, "r:*")  # noqa: SIM115 - closed by the with block below
     except (tarfile.TarError, OSError) as exc:
         raise ReleaseError(f"cannot read archive {archive}: {exc}") from None
-    with tar:
-        members = tar.getmembers()
-        names = [check_member(member) for member in members]  # all checked before anything is written
-        for index, member in enumerate(members):
-            name = names[index]
-            if not name:
-                continue
-            target = os.path.join(dest, *name.split("/"))
-            parent = os.path.dirname(target)
-            os.makedirs(parent, exist_ok=True)
-            if not _inside(os.path.realpath(parent), dest):
-                raise ReleaseError(f"archive member {member.name!r} is written through a link outside the release")
-            if member.isdir():
-                os.makedirs(target, exist_ok=True)
-            elif member.issym():
-                os.symlink(member.linkname, target)
-                if not _inside(os.path.realpath(target), dest):
-                    raise ReleaseError(
-                        f"archive member {member.name!r} is a link to {member.linkname!r} outside the release directory"
-                    )
-            else:  # regular file or hard link: written as a regular file
+    try:
+        with tar:
+            _extract_members(tar, dest)
+    except _UNREADABLE_ARCHIVE as exc:  # truncated or corrupt: the build directory is removed by the caller
+        raise ReleaseError(f"cannot read archive {archive}: {exc or type(exc).__name__}") from None
+
+
+# A truncated or corrupt archive shows up while members are read, not when it is opened.
+_UNREADABLE_ARCHIVE = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError)
+
+
+def _extract_members(tar: tarfile.TarFile, dest: str) -> None:
+    members = tar.getmembers()
+    names = [check_member(member) for member in members]  # all checked before anything is written
+    for index, member in enumerate(members):
+        name = names[index]
+        if not name:
+            continue
+        target = os.path.join(dest, *name.split("/"))
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        if not _inside(os.path.realpath(parent), dest):
+            raise ReleaseError(f"archive member {member.name!r} is written through a link outside the release")
+        if member.isdir():
+            os.makedirs(target, exist_ok=True)
+        elif member.issym():
+            os.symlink(member.linkname, target)
+            if not _inside(os.path.realpath(target), dest):
+                raise ReleaseError(
+                    f"archive member {member.name!r} is a link to {member.linkname!r} outside the release directory"
+                )
+        else:  # regular file or hard link: written as a regular file
+            try:
                 source = tar.extractfile(member)
-                if source is None:
-                    raise ReleaseError(f"archive member {member.name!r} cannot be read")
-                mode = 0o755 if member.mode & 0o111 else 0o644
-                with source, open(target, "xb") as out:
-                    shutil.copyfileobj(source, out)
-                os.chmod(target, mode)
+            except KeyError:  # a hard link to a member that is not (earlier) in the archive
+                raise ReleaseError(
+                    f"archive member {member.name!r} is a hard link to {member.linkname!r}, "
+                    "which is not in the archive before it"
+                ) from None
+            if source is None:
+                raise ReleaseError(f"archive member {member.name!r} cannot be read")
+            mode = 0o755 if member.mode & 0o111 else 0o644
+            with source, open(target, "xb") as out:
+                shutil.copyfileobj(source, out)
+            os.chmod(target, mode)
 
 
 def is_archive(path: str) -> bool:
@@ -456,11 +475,30 @@ class Pool:
         return os.path.basename(target)
 
     def previous(self, view: HistoryView | None = None) -> str | None:
-        view = view or self.history()
+        view = view or self.known_history()
         return view.last_good_before(self.current(), self.complete_versions())
 
+    def _unrecorded_switch(self, view: HistoryView) -> dict | None:
+        """The switch record ``reconcile`` would append (current differs from the history), or None."""
+        actual = self.current()
+        recorded = view.recorded_current
+        if actual == recorded or actual is None:
+            return None
+        return {
+            "action": "rolled_back" if recorded in view.failed else "activated",
+            "version": actual,
+            "from": recorded,
+            "to": actual,
+        }
+
+    def known_history(self) -> HistoryView:
+        """The history as the next mutating run sees it: with a switch not recorded yet (read-only)."""
+        view = self.history()
+        pending = self._unrecorded_switch(view)
+        return view if pending is None else HistoryView.from_records([*view.records, pending])
+
     def releases(self) -> list[Release]:
-        view, current = self.history(), self.current()
+        view, current = self.known_history(), self.current()
         complete = self.complete_versions()
         order = {v: i for i, v in enumerate(view.staged_order)}
         result = []
@@ -482,7 +520,7 @@ class Pool:
         return result
 
     def facts(self) -> dict:
-        view = self.history()
+        view = self.known_history()
         return {
             "current": self.current(),
             "previous": self.previous(view),
@@ -554,15 +592,13 @@ class Pool:
 
     def reconcile(self) -> None:
         """Record a switch that happened without being recorded (killed run, manual change)."""
-        actual = self.current()
-        view = self.history()
-        recorded = view.recorded_current
-        if actual == recorded or actual is None:
+        pending = self._unrecorded_switch(self.history())
+        if pending is None:
             return
-        action = "rolled_back" if recorded in view.failed else "activated"
+        actual, recorded = pending["to"], pending["from"]
         self.actions.append(f"record that current is {actual}, not {recorded} as the history said")
         self._record(
-            action,
+            pending["action"],
             version=actual,
             source=recorded,
             target=actual,
