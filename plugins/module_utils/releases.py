@@ -592,6 +592,7 @@ class Pool:
 
     def reconcile(self) -> None:
         """Record a switch that happened without being recorded (killed run, manual change)."""
+        self._record_unrecorded_stages()
         pending = self._unrecorded_switch(self.history())
         if pending is None:
             return
@@ -605,6 +606,25 @@ class Pool:
             reason=f"recorded after the fact: current pointed to {actual} while the history said {recorded} "
             "(an interrupted run or a change by hand)",
         )
+
+    def _record_unrecorded_stages(self) -> None:
+        """Record releases on disk the history does not hold (a run killed between rename and record)."""
+        last: dict[str, str] = {}
+        for record in self.history().records:
+            if record.get("action") in ("staged", "pruned") and isinstance(record.get("version"), str):
+                last[record["version"]] = record["action"]
+        missing = [v for v in self.complete_versions() - self._would_stage if last.get(v) != "staged"]
+        for version in sorted(missing, key=lambda v: ((self.manifest(v) or {}).get("created") or "", v)):
+            manifest = self.manifest(version) or {}
+            self.actions.append(f"record that release {version} was staged")
+            self._record(
+                "staged",
+                version=version,
+                reason=f"recorded after the fact: release {version} was on disk without a staged record "
+                "(an interrupted run or a copy by hand)",
+                digest=manifest.get("digest"),
+                created=manifest.get("created"),
+            )
 
     # -- states -------------------------------------------------------------------------------
 

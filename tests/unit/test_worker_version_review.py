@@ -101,3 +101,21 @@ def test_query_after_a_switch_by_hand_reports_the_previous_a_rollback_would_retu
     rollback.reconcile()
     assert rollback.rollback("2.0")
     assert query["previous"] == rollback.current() == "3.0"
+
+
+def test_release_staged_by_a_run_killed_before_its_record_is_recorded_and_pruned_in_staging_order(tmp_path):
+    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
+    pool.stage("4.0", Source(code=str(make_src(tmp_path, "4.0"))))
+    history = Path(pool.history_path).read_bytes().splitlines(keepends=True)
+    with open(pool.history_path, "wb") as handle:  # killed after the rename, before the "staged" record
+        handle.writelines(line for line in history if b'"version":"4.0"' not in line)
+
+    again = run_module("worker_version", args(tmp_path, version="4.0", state="active"))
+    assert not again.failed, again.msg
+    staged = [r for r in read_jsonl(pool.history_path) if r["action"] == "staged"]
+    assert [r["version"] for r in staged] == ["1.0", "2.0", "3.0", "4.0"]
+    assert [r["version"] for r in again["releases"]] == ["1.0", "2.0", "3.0", "4.0"]
+
+    pruned = run_module("worker_version", args(tmp_path, state="absent", keep=2))
+    assert not pruned.failed, pruned.msg
+    assert [r["version"] for r in pruned["releases"]] == ["3.0", "4.0"]
