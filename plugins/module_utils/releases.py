@@ -501,6 +501,7 @@ class Pool:
         view, current = self.known_history(), self.current()
         complete = self.complete_versions()
         order = {v: i for i, v in enumerate(view.staged_order)}
+        would_digest = {r["version"]: r.get("digest") for r in self._would_history if r["action"] == "staged"}
         result = []
         for version in self.versions_on_disk():
             manifest = self.manifest(version) or {}
@@ -515,7 +516,8 @@ class Pool:
             else:
                 state = "staged"
             created = manifest.get("created") or view.staged_at.get(version)
-            result.append(Release(version, state, created, view.activated_at.get(version), manifest.get("digest")))
+            digest = manifest.get("digest") or would_digest.get(version)  # check mode: not built, but known
+            result.append(Release(version, state, created, view.activated_at.get(version), digest))
         result.sort(key=lambda r: (order.get(r.version, -1), r.created or "", r.version))
         return result
 

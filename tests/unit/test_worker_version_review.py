@@ -119,3 +119,14 @@ def test_release_staged_by_a_run_killed_before_its_record_is_recorded_and_pruned
     pruned = run_module("worker_version", args(tmp_path, state="absent", keep=2))
     assert not pruned.failed, pruned.msg
     assert [r["version"] for r in pruned["releases"]] == ["3.0", "4.0"]
+
+
+def test_check_mode_stage_on_a_new_root_returns_the_digest_the_real_run_records(tmp_path):
+    src = str(make_src(tmp_path, "1.0"))
+    check = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=src), check=True)
+    assert not check.failed, check.msg
+    assert not (tmp_path / "root").exists()
+    real = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=src))
+    assert not real.failed, real.msg
+    assert check["releases"][0]["digest"] == real["releases"][0]["digest"]
+    assert real["releases"][0]["digest"].startswith("sha256:")
