@@ -817,21 +817,22 @@ class Pool:
         return True
 
     def prune(self, keep: int, *, reason: str | None = None) -> list[str]:
-        """Remove the oldest releases beyond ``keep``; never the current one nor the last good one."""
+        """Remove the releases older than the newest ``keep``; never the current one nor the last good one.
+
+        Only releases older than the newest ``keep`` are candidates, so a release staged for the next
+        deploy is never pruned because the current and last good ones are protected further back.
+        """
         if keep < 0:
             raise ReleaseError(f"keep must be 0 or more, got {keep}")
         protected = {self.current(), self.previous()}
         ordered = [r.version for r in self.releases()]  # oldest first, by history
-        excess = len(ordered) - keep
+        candidates = ordered[: max(len(ordered) - keep, 0)]
         removed = []
-        for version in ordered:
-            if excess <= 0:
-                break
+        for version in candidates:
             if version in protected:
                 continue
             self._delete(version, reason or f"pruned to keep {keep}")
             removed.append(version)
-            excess -= 1
         return removed
 
     def _delete(self, version: str, reason: str) -> None:

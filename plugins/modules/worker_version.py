@@ -100,8 +100,10 @@ options:
     type: str
   keep:
     description:
-      - With O(state=absent) and no O(version), how many releases to keep (oldest are removed first,
-        ordered by the history). The current release and the last good one are always kept.
+      - With O(state=absent) and no O(version), how many of the newest releases to keep (ordered by the
+        history); older ones are removed. The current release and the last good one are always kept, even
+        when older, so a pool can hold more than O(keep) releases; a release staged after the current one
+        (the next deploy's) is never pruned for their sake.
     type: int
     default: 5
   reason:

@@ -348,12 +348,19 @@ def test_switch_made_by_hand_is_recorded_before_deciding(tmp_path):
 
 def test_prune_removes_oldest_but_keeps_current_and_last_good(tmp_path):
     pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", "4.0", "5.0", "6.0", activate=("1.0", "2.0"))
-    assert pool.prune(3) == ["3.0", "4.0", "5.0"]
-    assert sorted(os.listdir(pool.releases_dir)) == ["1.0", "2.0", "6.0"]
-    assert [a[1] for a in actions(pool) if a[0] == "pruned"] == ["3.0", "4.0", "5.0"]
-    assert pool.prune(0) == ["6.0"]
+    assert pool.prune(3) == ["3.0"]  # older than the newest three, and neither current nor last good
+    assert sorted(os.listdir(pool.releases_dir)) == ["1.0", "2.0", "4.0", "5.0", "6.0"]
+    assert [a[1] for a in actions(pool) if a[0] == "pruned"] == ["3.0"]
+    assert pool.prune(0) == ["4.0", "5.0", "6.0"]
     assert sorted(os.listdir(pool.releases_dir)) == ["1.0", "2.0"]
     assert pool.prune(0) == []
+
+
+def test_prune_never_removes_a_release_staged_after_the_current_one(tmp_path):
+    pool = staged_pool(tmp_path, "1", "2", "3", activate=("1", "2", "3"))
+    assert pool.stage("4", Source(code=str(make_src(tmp_path, "4"))))
+    assert pool.prune(2) == ["1"]
+    assert sorted(os.listdir(pool.releases_dir)) == ["2", "3", "4"]
 
 
 def test_prune_keeps_the_last_good_release_not_the_failed_one(tmp_path):
@@ -398,7 +405,7 @@ def test_check_mode_leaves_the_tree_byte_for_byte_unchanged(tmp_path):
         assert dry.stage("4.0", Source(code=str(src)))
         assert dry.activate("4.0")
         assert dry.rollback("4.0")
-        assert dry.prune(1) == ["1.0", "4.0"]
+        assert dry.prune(1) == ["1.0"]
         assert dry.facts()["current"] == "3.0"
     assert dry.actions == [
         "stage release 4.0 (" + content_digest(tree_entries(src)) + ")",
@@ -406,7 +413,6 @@ def test_check_mode_leaves_the_tree_byte_for_byte_unchanged(tmp_path):
         "mark release 4.0 failed",
         "switch current from 4.0 to 3.0",
         "remove release 1.0",
-        "remove release 4.0",
     ]
     assert tree_state(tmp_path / "root") == before
 

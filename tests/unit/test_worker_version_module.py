@@ -131,15 +131,15 @@ def test_archive_escaping_the_release_is_refused_without_traceback(tmp_path):
 
 
 def test_query_and_prune_report_current_previous_and_releases(tmp_path):
-    pool_with(tmp_path, "1.0", "2.0", "3.0", "4.0", activate=("1.0", "2.0"))
+    pool_with(tmp_path, "1.0", "2.0", "3.0", "4.0", activate=("1.0", "2.0", "3.0", "4.0"))
     pruned = run_module("worker_version", args(tmp_path, state="absent", keep=2))
     assert not pruned.failed, pruned.msg
-    assert pruned.msg == "pruned orders: removed 3.0, 4.0"
+    assert pruned.msg == "pruned orders: removed 1.0, 2.0"
 
     query = run_module("worker_version", args(tmp_path, state="query"))
     assert not query.failed, query.msg
     assert not query.changed
-    assert (query["current"], query["previous"]) == ("2.0", "1.0")
-    assert [(r["version"], r["state"]) for r in query["releases"]] == [("1.0", "superseded"), ("2.0", "active")]
+    assert (query["current"], query["previous"]) == ("4.0", "3.0")
+    assert [(r["version"], r["state"]) for r in query["releases"]] == [("3.0", "superseded"), ("4.0", "active")]
     assert all(r["created"] and r["digest"].startswith("sha256:") for r in query["releases"])
     assert query["releases"][1]["activated"]
