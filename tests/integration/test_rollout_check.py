@@ -112,8 +112,15 @@ def test_quiet_window_is_inconclusive_and_missing_workers_fail(redis_server, red
 def test_check_mode_judges_the_same_and_records_no_event(redis_server, redis_client):
     from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
 
-    args = {"backend": "rq", "queues": ["orders"], "release": "9.9.9", "pool": "shop", "window": 0.2,
-            "fail_when_unhealthy": False, "redis_url": redis_server.url}
+    args = {
+        "backend": "rq",
+        "queues": ["orders"],
+        "release": "9.9.9",
+        "pool": "shop",
+        "window": 0.2,
+        "fail_when_unhealthy": False,
+        "redis_url": redis_server.url,
+    }
     checked = run_module("rollout_check", args, check=True)
     assert (checked.failed, checked["healthy"], redis_client.exists(EVENTS_STREAM)) == (False, False, 0)
     real = run_module("rollout_check", args)
