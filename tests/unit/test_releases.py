@@ -21,17 +21,8 @@ from ansible_collections.queueops.rollback.plugins.module_utils.releases import 
     content_digest,
     tree_entries,
 )
-from tests.support.releases import make_src
+from tests.support.releases import make_src, staged_pool
 from tests.support.state import tree_state
-
-
-def staged_pool(tmp_path: Path, *versions: str, activate: tuple[str, ...] = ()) -> Pool:
-    pool = Pool(str(tmp_path / "root"), "orders", user="tester")
-    for version in versions:
-        assert pool.stage(version, Source(code=str(make_src(tmp_path, version))))
-    for version in activate:
-        pool.activate(version)
-    return pool
 
 
 def actions(pool: Pool) -> list[tuple]:

@@ -7,19 +7,9 @@ import os
 import tarfile
 
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import FileLock, read_jsonl
-from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, Source
-from tests.support.releases import make_src
+from tests.support.releases import make_src, staged_pool
 from tests.support.runner import run_module
 from tests.support.state import tree_state
-
-
-def pool_with(tmp_path, *versions, activate=()):
-    pool = Pool(str(tmp_path / "root"), "orders", user="tester")
-    for version in versions:
-        pool.stage(version, Source(code=str(make_src(tmp_path, version))))
-    for version in activate:
-        pool.activate(version)
-    return pool
 
 
 def args(tmp_path, **extra):
@@ -45,7 +35,7 @@ def test_stage_and_activate_shows_the_current_diff_then_is_idempotent(tmp_path):
 
 
 def test_check_mode_rollback_predicts_the_switch_and_leaves_the_tree_byte_for_byte(tmp_path):
-    pool_with(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
+    staged_pool(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
     before = tree_state(tmp_path / "root")
     result = run_module("worker_version", args(tmp_path, version="2.0", state="rolled_back"), check=True, diff=True)
     assert not result.failed, result.msg
@@ -59,7 +49,7 @@ def test_check_mode_rollback_predicts_the_switch_and_leaves_the_tree_byte_for_by
 
 
 def test_rolled_back_is_a_state_a_second_run_changes_nothing(tmp_path):
-    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
+    pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
     first = run_module("worker_version", args(tmp_path, version="3.0", state="rolled_back", reason="health gate"))
     assert not first.failed, first.msg
     assert first.changed
@@ -97,7 +87,7 @@ def test_bad_version_fails_with_a_clear_message_and_creates_nothing(tmp_path):
 
 
 def test_second_concurrent_run_fails_fast_naming_the_holder(tmp_path):
-    pool = pool_with(tmp_path, "1.0", "2.0", activate=("1.0",))
+    pool = staged_pool(tmp_path, "1.0", "2.0", activate=("1.0",))
     with FileLock(pool.lock_path, "bob: worker_version state=active version=1.0"):
         result = run_module("worker_version", args(tmp_path, version="2.0", state="active"))
     assert result.failed
@@ -107,7 +97,7 @@ def test_second_concurrent_run_fails_fast_naming_the_holder(tmp_path):
 
 
 def test_new_content_for_an_existing_version_is_refused(tmp_path):
-    pool_with(tmp_path, "1.0")
+    staged_pool(tmp_path, "1.0")
     other = make_src(tmp_path / "other", "1.0", extra="CHANGED = 1\n")
     result = run_module("worker_version", args(tmp_path, version="1.0", state="staged", src=str(other)))
     assert result.failed
@@ -131,7 +121,7 @@ def test_archive_escaping_the_release_is_refused_without_traceback(tmp_path):
 
 
 def test_query_and_prune_report_current_previous_and_releases(tmp_path):
-    pool_with(tmp_path, "1.0", "2.0", "3.0", "4.0", activate=("1.0", "2.0", "3.0", "4.0"))
+    staged_pool(tmp_path, "1.0", "2.0", "3.0", "4.0", activate=("1.0", "2.0", "3.0", "4.0"))
     pruned = run_module("worker_version", args(tmp_path, state="absent", keep=2))
     assert not pruned.failed, pruned.msg
     assert pruned.msg == "pruned orders: removed 1.0, 2.0"

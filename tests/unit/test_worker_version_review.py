@@ -11,17 +11,8 @@ import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import read_jsonl
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, ReleaseError, Source
-from tests.support.releases import make_src
+from tests.support.releases import make_src, staged_pool
 from tests.support.runner import run_module
-
-
-def pool_with(tmp_path, *versions, activate=()):
-    pool = Pool(str(tmp_path / "root"), "orders", user="tester")
-    for version in versions:
-        pool.stage(version, Source(code=str(make_src(tmp_path, version))))
-    for version in activate:
-        pool.activate(version)
-    return pool
 
 
 def args(tmp_path, **extra):
@@ -38,7 +29,7 @@ def write_tar(path, members, mode="w:gz"):
 
 
 def test_a_record_appended_after_a_torn_last_line_is_kept_so_a_failed_release_stays_failed(tmp_path):
-    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0"))
+    pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0"))
     with open(pool.history_path, "ab") as history:  # a run killed in the middle of an append
         history.write(b'{"time":"2024-01-01T00:00:00Z","action":"sta')
     pool.mark_failed("2.0", reason="bad")
@@ -52,7 +43,7 @@ def test_a_record_appended_after_a_torn_last_line_is_kept_so_a_failed_release_st
 
 
 def test_a_history_line_that_is_json_but_not_an_object_is_ignored_instead_of_a_traceback(tmp_path):
-    pool = pool_with(tmp_path, "1.0", activate=("1.0",))
+    pool = staged_pool(tmp_path, "1.0", activate=("1.0",))
     with open(pool.history_path, "ab") as history:  # edited by hand
         history.write(b'[1, 2]\n"note"\nnull\n')
     result = run_module("worker_version", args(tmp_path, state="query"))
@@ -86,7 +77,7 @@ def test_truncated_tarball_is_refused_as_unreadable_and_leaves_nothing(tmp_path,
 
 
 def test_query_after_a_switch_by_hand_reports_the_previous_a_rollback_would_return_to(tmp_path):
-    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
+    pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
     tmp_link = tmp_path / "root" / "orders" / "current.tmp"
     os.symlink("releases/2.0", tmp_link)
     os.rename(tmp_link, pool.current_link)  # someone switched back to 2.0 by hand
@@ -104,7 +95,7 @@ def test_query_after_a_switch_by_hand_reports_the_previous_a_rollback_would_retu
 
 
 def test_release_staged_by_a_run_killed_before_its_record_is_recorded_and_pruned_in_staging_order(tmp_path):
-    pool = pool_with(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
+    pool = staged_pool(tmp_path, "1.0", "2.0", "3.0", activate=("1.0", "2.0", "3.0"))
     pool.stage("4.0", Source(code=str(make_src(tmp_path, "4.0"))))
     history = Path(pool.history_path).read_bytes().splitlines(keepends=True)
     with open(pool.history_path, "wb") as handle:  # killed after the rename, before the "staged" record
