@@ -14,6 +14,8 @@ import re
 from typing import NamedTuple
 
 NAME_MAX_LENGTH = 128
+# A name becomes a directory name, also inside longer temporary names: stay well below 255 bytes.
+NAME_MAX_BYTES = 200
 _SEPARATOR = ":"
 _FORBIDDEN_IN_IDENTITY = (":", "@")
 
@@ -27,12 +29,14 @@ def validate_name(value: object, what: str) -> str:
 
     Refused: empty, ``.``/``..`` or any ``..`` sequence, ``/`` or ``\\``, NUL and other control
     characters, ``:`` and ``@`` (they delimit the worker identity), leading ``-`` or ``.``, and more
-    than NAME_MAX_LENGTH characters.
+    than NAME_MAX_LENGTH characters or NAME_MAX_BYTES bytes of UTF-8.
     """
     if not isinstance(value, str) or not value:
         raise InvalidName(f"{what} must be a non-empty string")
     if len(value) > NAME_MAX_LENGTH:
         raise InvalidName(f"{what} {value[:32]!r}... is longer than {NAME_MAX_LENGTH} characters")
+    if len(value.encode("utf-8", "surrogatepass")) > NAME_MAX_BYTES:
+        raise InvalidName(f"{what} {value[:32]!r}... is longer than {NAME_MAX_BYTES} bytes in UTF-8")
     if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
         raise InvalidName(f"{what} {value!r} contains a control character")
     if "/" in value or "\\" in value or ".." in value:

@@ -388,6 +388,9 @@ def run_module() -> None:
     result: dict = {"changed": False}
     if params["keep"] is not None and params["keep"] < 1:
         module.fail_json(msg=f"keep must be at least 1, got {params['keep']}")
+    with_nul = [p for p in [params["root"], *(params["paths"] or []), *(params["allowed_roots"] or [])] if "\x00" in p]
+    if with_nul:
+        module.fail_json(msg=f"paths cannot contain a NUL byte: {', '.join(repr(p) for p in with_nul)}")
     redis = _Redis(module)
     try:
         snap.validate_snapshot_name(params["name"])

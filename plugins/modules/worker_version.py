@@ -36,7 +36,7 @@ options:
   pool:
     description:
       - Name of the worker pool. A single path component without C(/), C(..), C(:), C(@) or control
-        characters, at most 128 characters.
+        characters, at most 128 characters and 200 bytes of UTF-8.
     type: str
     required: true
   root:

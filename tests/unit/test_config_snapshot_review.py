@@ -166,3 +166,14 @@ def test_recursive_glob_keeps_symlinked_dirs_as_links_and_does_not_loop_through_
     plan = restore(store)
     assert plan.outline()["files_removed"] == []
     assert (outside / "created-later").exists()
+
+
+def test_a_path_with_a_nul_byte_is_refused_in_words_for_take_and_restore(tmp_path):
+    for state in ("present", "restored"):
+        result = run_module(
+            "config_snapshot",
+            {"name": "app", "root": str(tmp_path / "store"), "paths": ["/etc/app\x00.conf"], "state": state},
+        )
+        assert result.failed
+        assert result.msg == "paths cannot contain a NUL byte: '/etc/app\\x00.conf'"
+    assert not (tmp_path / "store").exists()
