@@ -39,12 +39,11 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, mode: int = 0o644, uid
         os.chmod(tmp, mode)
         if uid != -1 or gid != -1:
             os.chown(tmp, uid, gid)
-        os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(path.parent)
+    _rename_into_place(tmp, path)
 
 
 def atomic_symlink(link: str | os.PathLike, target: str) -> None:
@@ -52,13 +51,18 @@ def atomic_symlink(link: str | os.PathLike, target: str) -> None:
     link = Path(link)
     tmp = link.parent / f".{link.name}.{os.getpid()}.{time.monotonic_ns()}.tmp"
     os.symlink(target, tmp)
+    _rename_into_place(tmp, link)
+
+
+def _rename_into_place(tmp: str | os.PathLike, path: Path) -> None:
+    """rename(2) ``tmp`` over ``path`` and make it durable; ``tmp`` is removed if the rename fails."""
     try:
-        os.rename(tmp, link)
+        os.rename(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    fsync_dir(link.parent)
+    fsync_dir(path.parent)
 
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
