@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     Celery = None
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import broker_url
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     Selection,
@@ -74,12 +75,6 @@ def close_app(app) -> None:
 def node_host(node: str) -> str | None:
     """The host part of a Celery node name ``name@host`` (None when there is none)."""
     return node.split("@", 1)[1] if "@" in node else None
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return "" if value is None else str(value)
 
 
 # --- pause, resume and in-flight (queue_pause, queue_info) ---
@@ -135,7 +130,7 @@ def paused_records(client, queues: list[str] | None = None) -> dict[str, list[st
     import json
 
     raw = client.hgetall(PAUSED_KEY)
-    records = {_text(k): json.loads(_text(v)) for k, v in raw.items()}
+    records = {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
     return {q: n for q, n in records.items() if queues is None or q in queues}
 
 
@@ -181,16 +176,16 @@ def unacked_tasks(client, queues: list[str]) -> list[dict[str, Any]]:
     tasks = []
     for tag, raw in client.hgetall(UNACKED_KEY).items():
         try:
-            message, exchange, routing_key = json.loads(_text(raw))
+            message, exchange, routing_key = json.loads(as_text(raw))
         except (ValueError, TypeError):
             continue
-        queue = _text(routing_key) or _text(exchange)
+        queue = as_text(routing_key) or as_text(exchange)
         if queue not in queues:
             continue
         headers = (message or {}).get("headers") or {}
         tasks.append(
             {
-                "id": headers.get("id") or _text(tag),
+                "id": headers.get("id") or as_text(tag),
                 "name": headers.get("task"),
                 "queue": queue,
                 "worker": None,
@@ -215,7 +210,7 @@ def queue_depth(client, queue: str) -> int:
     total = 0
     pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in queue)  # the name itself, not a glob
     for key in client.scan_iter(match=f"{pattern}*", count=1000, _type="list"):
-        name = _text(key)
+        name = as_text(key)
         if name == queue or (name.startswith(f"{queue}\x06\x16") and name[len(queue) + 2 :].isdigit()):
             total += int(client.llen(key))
     return total
@@ -258,7 +253,7 @@ def _celery_failed_metas(client, report: SourceReport):
                 if not isinstance(meta, dict) or meta.get("status") != "FAILURE":
                     continue
                 report.candidates += 1
-                yield _text(key)[len(CELERY_META_PREFIX) :], meta
+                yield as_text(key)[len(CELERY_META_PREFIX) :], meta
         if cursor == 0:
             break
 
@@ -294,7 +289,7 @@ def celery_requeue(
         if not (to_queue or queue):
             report.skip("no queue recorded")
             continue
-        if _text(client.get(REPLAYED_MARKER + task_id)) == str(meta.get("date_done")):
+        if as_text(client.get(REPLAYED_MARKER + task_id)) == str(meta.get("date_done")):
             report.skip("already replayed")
             continue
         chosen.append((task_id, meta))

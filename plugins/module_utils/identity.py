@@ -11,13 +11,20 @@ So every failure and every heartbeat can be attributed to a pool and a release.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 NAME_MAX_LENGTH = 128
 # A name becomes a directory name, also inside longer temporary names: stay well below 255 bytes.
 NAME_MAX_BYTES = 200
 _SEPARATOR = ":"
 _FORBIDDEN_IN_IDENTITY = (":", "@")
+
+
+def as_text(value: Any) -> str:
+    """Redis replies (bytes), None and other values as text; undecodable bytes are replaced."""
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return "" if value is None else str(value)
 
 
 class InvalidName(ValueError):
@@ -62,9 +69,7 @@ def worker_name(pool: str, version: str, index: int | str) -> str:
 
 def parse_worker_name(name: str | bytes) -> WorkerIdentity | None:
     """Pool, version and index from an RQ worker name or a Celery hostname; None if not ours."""
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
-    node = name.split("@", 1)[0]
+    node = as_text(name).split("@", 1)[0]
     parts = node.split(_SEPARATOR)
     if len(parts) != 3 or not all(parts):
         return None
@@ -75,8 +80,7 @@ def worker_matches(
     name: str | bytes, *, pool: str | None = None, version: str | None = None, pattern: str | None = None
 ) -> bool:
     """Whether a worker belongs to a pool and/or release, or matches a shell-style name pattern."""
-    if isinstance(name, bytes):
-        name = name.decode(errors="replace")
+    name = as_text(name)
     if pattern is not None:
         from fnmatch import fnmatchcase
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     IDS_CAP,
     Selection,
@@ -66,12 +66,6 @@ BLOCKING_DEQUEUE_COMMANDS = frozenset({"blpop", "blmove", "brpoplpush"})
 _EXECUTION_ID = re.compile(r"[0-9a-f]{32}")
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return "" if value is None else str(value)
-
-
 def queue_key(queue: str) -> str:
     return f"{QUEUE_PREFIX}{queue}"
 
@@ -102,7 +96,7 @@ def queue_workers_key(queue: str) -> str:
 
 def parse_started_member(member: str | bytes) -> tuple[str, str | None]:
     """``(job_id, execution_id)`` of a started-registry member: 2.x ``<job>:<exec>``, 1.x ``<job>``."""
-    text = _text(member)
+    text = as_text(member)
     job_id, sep, execution = text.rpartition(":")
     if sep and job_id and _EXECUTION_ID.fullmatch(execution):
         return job_id, execution
@@ -151,8 +145,8 @@ def started_entries(client, queues: list[str]) -> list[StartedEntry]:
             for entry in entries:
                 pipe.hmget(job_key(entry.job_id), "worker_name", "started_at")
             for entry, (worker, started_at) in zip(entries, pipe.execute()):
-                entry.worker = _text(worker) or None
-                entry.started_at = _text(started_at) or None
+                entry.worker = as_text(worker) or None
+                entry.started_at = as_text(started_at) or None
     return entries
 
 
@@ -191,7 +185,7 @@ class RQWorker:
 
 
 def _worker_from_hash(name: str, data: dict) -> RQWorker:
-    fields = {_text(k): _text(v) for k, v in data.items()}
+    fields = {as_text(k): as_text(v) for k, v in data.items()}
     pid = fields.get("pid", "")
     return RQWorker(
         name=name,
@@ -210,7 +204,7 @@ def _worker_from_hash(name: str, data: dict) -> RQWorker:
 
 def list_workers(client, queues: list[str] | None = None) -> list[RQWorker]:
     """Registered, not dead workers (``rq:workers`` + their hashes); only those on ``queues`` if given."""
-    keys = sorted(_text(k) for k in client.smembers(WORKERS_KEY))
+    keys = sorted(as_text(k) for k in client.smembers(WORKERS_KEY))
     if not keys:
         return []
     with client.pipeline(transaction=False) as pipe:
@@ -235,8 +229,8 @@ def blocked_dequeue_clients(client) -> list[dict[str, Any]]:
     return [
         entry
         for entry in client.client_list()
-        if _text(entry.get("cmd")).lower() in BLOCKING_DEQUEUE_COMMANDS
-        and "b" in _text(entry.get("flags"))  # 'b' = blocked
+        if as_text(entry.get("cmd")).lower() in BLOCKING_DEQUEUE_COMMANDS
+        and "b" in as_text(entry.get("flags"))  # 'b' = blocked
     ]
 
 
@@ -335,7 +329,7 @@ def live_worker_names(client) -> set[str] | None:
     import redis
 
     try:
-        return {_text(entry.get("name")) for entry in client.client_list() if entry.get("name")}
+        return {as_text(entry.get("name")) for entry in client.client_list() if entry.get("name")}
     except redis.ResponseError:
         return None
 
@@ -447,7 +441,7 @@ def queue_counts(client, queue: str) -> dict[str, int]:
 
 
 def known_queues(client) -> list[str]:
-    return sorted(_text(k)[len(QUEUE_PREFIX) :] for k in client.smembers(QUEUES_KEY))
+    return sorted(as_text(k)[len(QUEUE_PREFIX) :] for k in client.smembers(QUEUES_KEY))
 
 
 # --- replay and health gate (task_requeue, rollout_check) ---
@@ -584,7 +578,7 @@ def _rq_select(
     if abandoned is not None:
         job_ids = [parse_started_member(member)[0] for member, _score in members]
     else:
-        job_ids = [_text(member) for member in members]
+        job_ids = [as_text(member) for member in members]
     need_fields = selection.filters_anything or abandoned is not None
     if not need_fields:
         return list(zip(members, job_ids))
@@ -598,7 +592,7 @@ def _rq_select(
     for (member, score), job_id, (worker_name, ended_at, started_at, description) in zip(scored, job_ids, rows):
         started = parse_time(started_at)
         if abandoned is not None:
-            name = _text(worker_name)
+            name = as_text(worker_name)
             reason = _rq_abandoned_reason(
                 score, workers.get(name) if name else None, started, now, abandoned["heartbeat_timeout"]
             )
@@ -658,7 +652,7 @@ def _rq_run_batches(
         for moved, missing, state, gone in replies:
             report.replayed += len(moved)
             if len(report.ids) < IDS_CAP:
-                report.add_ids([_text(job_id) for job_id in moved[: IDS_CAP - len(report.ids)]])
+                report.add_ids([as_text(job_id) for job_id in moved[: IDS_CAP - len(report.ids)]])
             report.skip("job data expired", missing)
             report.skip("already queued or finished", state)
             report.skip("no longer in the registry", gone)
@@ -683,7 +677,7 @@ def rq_requeue(
         total = client.llen(key)
         report.candidates = report.selected = total if remaining is None else min(total, remaining)
         if check_mode:
-            ids = [_text(job_id) for job_id in client.lrange(key, 0, min(report.selected, IDS_CAP) - 1)]
+            ids = [as_text(job_id) for job_id in client.lrange(key, 0, min(report.selected, IDS_CAP) - 1)]
             report.replayed = report.selected
             report.add_ids(ids)
             return report
@@ -697,7 +691,7 @@ def rq_requeue(
                 break
             left -= len(ids)
             report.replayed += len(ids)
-            report.add_ids([_text(job_id) for job_id in ids])
+            report.add_ids([as_text(job_id) for job_id in ids])
         return report
 
     for queue in queues:
@@ -742,12 +736,12 @@ def rq_outcomes(client, queues: list[str], worker_ok, since: float, until: float
     for kind in ("finished", "failed"):
         job_ids: list[str] = []
         for queue in queues:
-            job_ids.extend(_text(m) for m in client.zrangebyscore(registry_key(kind, queue), since, "+inf"))
+            job_ids.extend(as_text(m) for m in client.zrangebyscore(registry_key(kind, queue), since, "+inf"))
         rows = _rq_job_fields(client, job_ids, ("worker_name", "ended_at"))
         count = 0
         for worker_name, ended_at in rows:
             ended = parse_time(ended_at)
-            if ended is not None and since <= ended <= until and worker_name and worker_ok(_text(worker_name)):
+            if ended is not None and since <= ended <= until and worker_name and worker_ok(as_text(worker_name)):
                 count += 1
         counts.append(count)
     return counts[0], counts[1]
