@@ -39,26 +39,27 @@ def test_rq_drain_does_not_wait_for_a_job_abandoned_by_a_killed_worker(redis_ser
     assert [(t["job_id"], t["worker"]) for t in info["abandoned"]["default"]] == [(job.id, "pool:v1:1")]
 
 
-def test_celery_resume_of_some_workers_keeps_the_others_paused_record(redis_server, redis_client):
+@pytest.fixture
+def two_celery_workers(redis_server, workers):
+    """Node names of two Celery workers consuming ``orders``, stopped when the test ends."""
     host = socket.gethostname()
-    a, b = f"pool:v1:1@{host}", f"pool:v1:2@{host}"
-    wa = start_celery_worker(redis_server.url, ["orders"], a, concurrency=1)
-    try:
-        wb = start_celery_worker(redis_server.url, ["orders"], b, concurrency=1)
-        try:
-            paused = run_module("queue_pause", _celery(redis_server, queues=["orders"]))
-            assert not paused.failed and paused.changed, paused.msg
-            one = run_module("queue_pause", _celery(redis_server, queues=["orders"], state="resumed", workers=[a]))
-            assert not one.failed and one.changed, one.msg
-            assert one["workers"] == {a: ["orders"]}
-            rest = run_module("queue_pause", _celery(redis_server, queues=["orders"], state="resumed"))
-            assert not rest.failed and rest.changed, rest.msg
-            assert rest["workers"] == {a: ["orders"], b: ["orders"]} and rest["paused"] == []
-            assert not redis_client.hexists("queueops:celery:paused", "orders")
-        finally:
-            wb.kill()
-    finally:
-        wa.kill()
+    names = (f"pool:v1:1@{host}", f"pool:v1:2@{host}")
+    for name in names:
+        workers.append(start_celery_worker(redis_server.url, ["orders"], name, concurrency=1))
+    return names
+
+
+def test_celery_resume_of_some_workers_keeps_the_others_paused_record(redis_server, redis_client, two_celery_workers):
+    a, b = two_celery_workers
+    paused = run_module("queue_pause", _celery(redis_server, queues=["orders"]))
+    assert not paused.failed and paused.changed, paused.msg
+    one = run_module("queue_pause", _celery(redis_server, queues=["orders"], state="resumed", workers=[a]))
+    assert not one.failed and one.changed, one.msg
+    assert one["workers"] == {a: ["orders"]}
+    rest = run_module("queue_pause", _celery(redis_server, queues=["orders"], state="resumed"))
+    assert not rest.failed and rest.changed, rest.msg
+    assert rest["workers"] == {a: ["orders"], b: ["orders"]} and rest["paused"] == []
+    assert not redis_client.hexists("queueops:celery:paused", "orders")
 
 
 def test_rq_pause_is_not_held_up_by_the_hash_of_a_killed_idle_worker(redis_server, redis_client, workers):
@@ -72,24 +73,17 @@ def test_rq_pause_is_not_held_up_by_the_hash_of_a_killed_idle_worker(redis_serve
     assert redis_client.llen("rq:queue:default") == 0 and not redis_client.keys("rq:job:queueops-wake-*")
 
 
-def test_celery_pause_of_some_workers_does_not_report_a_queue_others_consume_as_paused(redis_server, redis_client):
-    host = socket.gethostname()
-    a, b = f"pool:v1:1@{host}", f"pool:v1:2@{host}"
-    wa = start_celery_worker(redis_server.url, ["orders"], a, concurrency=1)
-    try:
-        wb = start_celery_worker(redis_server.url, ["orders"], b, concurrency=1)
-        try:
-            one = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a]), diff=True)
-            assert not one.failed and one.changed, one.msg
-            assert one["workers"] == {a: []}
-            assert one["paused"] == [], "b still consumes orders: tasks keep starting on it"
-            assert one["diff"]["after"] == {"orders": "consuming"}
-            both = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a, b]))
-            assert not both.failed and both["paused"] == ["orders"], both.msg
-        finally:
-            wb.kill()
-    finally:
-        wa.kill()
+def test_celery_pause_of_some_workers_does_not_report_a_queue_others_consume_as_paused(
+    redis_server, redis_client, two_celery_workers
+):
+    a, b = two_celery_workers
+    one = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a]), diff=True)
+    assert not one.failed and one.changed, one.msg
+    assert one["workers"] == {a: []}
+    assert one["paused"] == [], "b still consumes orders: tasks keep starting on it"
+    assert one["diff"]["after"] == {"orders": "consuming"}
+    both = run_module("queue_pause", _celery(redis_server, queues=["orders"], workers=[a, b]))
+    assert not both.failed and both["paused"] == ["orders"], both.msg
 
 
 def test_celery_queue_info_counts_a_queue_whose_name_has_glob_characters(redis_server, redis_client):
