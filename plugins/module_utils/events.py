@@ -45,7 +45,7 @@ def event_fields(module: str, action: str, **details: Any) -> dict[str, str]:
 def record_event(client, module: str, action: str, **details: Any) -> str | None:
     """Append an event to the capped stream; returns its id, or None if Redis refused it.
 
-    Recording never fails the work it records: the caller adds a warning instead.
+    Recording never fails the work it records: modules call ``record_or_warn``, which warns instead.
     """
     try:
         event_id = client.xadd(
@@ -54,3 +54,11 @@ def record_event(client, module: str, action: str, **details: Any) -> str | None
     except Exception:  # noqa: BLE001 - the event log is best effort by design
         return None
     return event_id.decode() if isinstance(event_id, bytes) else event_id
+
+
+def record_or_warn(module, client, module_name: str, action: str, **details: Any) -> str | None:
+    """``record_event`` for a module: when the event cannot be written, the run warns and goes on."""
+    event_id = record_event(client, module_name, action, **details)
+    if event_id is None:
+        module.warn(f"could not record the {action} event in the {EVENTS_STREAM} stream")
+    return event_id

@@ -214,7 +214,7 @@ snapshots:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -282,8 +282,8 @@ class _Redis:
 
     def record(self, action: str, **details) -> None:
         client = self.optional()
-        if client is not None and record_event(client, MODULE, action, **details) is None:
-            self.module.warn("could not append the event to the queueops:events stream")
+        if client is not None:
+            record_or_warn(self.module, client, MODULE, action, **details)
 
 
 def _present(module: AnsibleModule, redis: _Redis, result: dict) -> None:

@@ -179,7 +179,7 @@ from typing import Any, Callable
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -436,8 +436,7 @@ def run_module() -> None:
     result.update(backend=p["backend"], queues=queues, state=p["state"])
     if result["changed"] and not module.check_mode:
         action = "resumed" if p["state"] == "resumed" else "paused"
-        if record_event(client, MODULE, action, backend=p["backend"], queues=queues, ttl=p["ttl"]) is None:
-            module.warn("could not append the event to the queueops:events stream")
+        record_or_warn(module, client, MODULE, action, backend=p["backend"], queues=queues, ttl=p["ttl"])
     drained_ok = p["state"] != "drained" or module.check_mode or result["left"] == 0
     if not drained_ok:
         module.fail_json(msg=_straggler_msg(queues, result, p["timeout"]), **result)

@@ -151,7 +151,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.health import (
     Observation,
     Thresholds,
@@ -262,8 +262,9 @@ def run_module() -> None:
         module.fail_json(msg=f"observing {subject} on {params['backend']} failed: {exc}")
     verdict = judge(observed, limits, subject)
 
-    if not module.check_mode and (
-        record_event(
+    if not module.check_mode:
+        record_or_warn(
+            module,
             client,
             "rollout_check",
             verdict.status,
@@ -273,9 +274,6 @@ def run_module() -> None:
             reason=verdict.reason,
             numbers=verdict.numbers,
         )
-        is None
-    ):
-        module.warn("could not record the verdict in the queueops:events stream")
     result = dict(
         changed=False,
         healthy=verdict.healthy,

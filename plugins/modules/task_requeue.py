@@ -177,7 +177,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend i
     close_app,
     make_app,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -303,7 +303,8 @@ def run_module() -> None:
             "after": f"{params['source']}: {report.selected - report.replayed} task(s) to replay\n",
         }
     if report.replayed and not module.check_mode:
-        event = record_event(
+        record_or_warn(
+            module,
             client,
             "task_requeue",
             "replayed",
@@ -314,8 +315,6 @@ def run_module() -> None:
             filters=selection.describe(),
             ids=report.ids[:100],
         )
-        if event is None:
-            module.warn("could not record the replay in the queueops:events stream")
     module.exit_json(**result)
 
 

@@ -29,3 +29,21 @@ def test_stream_is_capped(redis_client):
 def test_event_failure_does_not_raise(redis_client):
     redis_client.set(EVENTS_STREAM, "not a stream")
     assert record_event(redis_client, "m", "a") is None
+
+
+def test_record_or_warn_warns_and_goes_on_when_the_stream_cannot_be_written(redis_client):
+    from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
+
+    class Module:
+        warnings: list[str] = []
+
+        def warn(self, text):
+            self.warnings.append(text)
+
+    module = Module()
+    assert record_or_warn(module, redis_client, "m", "paused") is not None
+    assert module.warnings == []
+    redis_client.delete(EVENTS_STREAM)
+    redis_client.set(EVENTS_STREAM, "not a stream")
+    assert record_or_warn(module, redis_client, "m", "paused") is None
+    assert module.warnings == ["could not record the paused event in the queueops:events stream"]
