@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import broker_url
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import celery_settings
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     Selection,
     SourceReport,
@@ -52,10 +52,9 @@ def make_app(params: dict[str, Any]):
     """
     if params.get("broker_url"):
         params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None)
-    url, transport_options = broker_url(params)
-    app = Celery("queueops", broker=url, set_as_current=False)
+    app = Celery("queueops", set_as_current=False)
     app.conf.update(
-        broker_transport_options=transport_options,
+        **celery_settings(params),
         broker_connection_retry=False,
         broker_connection_retry_on_startup=False,
         broker_connection_max_retries=0,

@@ -168,6 +168,12 @@ def broker_url(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return url, {}
 
 
+def celery_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Celery (kombu) configuration that reaches the broker described by the shared options."""
+    url, transport_options = broker_url(params)
+    return {"broker_url": url, "broker_transport_options": transport_options}
+
+
 def connect(module) -> redis.Redis:
     """The client for an AnsibleModule, or ``fail_json`` with a message a user can act on."""
     if REDIS_IMPORT_ERROR is not None:
