@@ -1,22 +1,53 @@
 # Copyright: queueops.rollback contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Filesystem primitives that never leave a half-done state: atomic write, atomic symlink, lock."""
+"""Filesystem primitives that never leave a half-done state (atomic write, atomic symlink, lock),
+and the small helpers every file-handling module_utils shares: file sha256, "path is inside",
+UTC timestamps of history records."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
 from pathlib import Path
+from typing import BinaryIO
+
+_CHUNK = 1 << 20
 
 
 class LockHeld(RuntimeError):
     """Another run holds the lock; the message names it."""
+
+
+def sha256_file(path: str | os.PathLike, *, copy_to: BinaryIO | None = None) -> tuple[str, int]:
+    """The sha256 (hex) and size of the bytes read from ``path``; with ``copy_to`` they are also
+    written there, so that a copy and its checksum come from one read."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+            size += len(chunk)
+            if copy_to is not None:
+                copy_to.write(chunk)
+    return digest.hexdigest(), size
+
+
+def is_within(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or below it (both already normalised or resolved)."""
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def utc_iso(ts: float | None = None) -> str:
+    """``ts`` (default now) as UTC ISO 8601 with microseconds: ``2026-11-24T10:15:00.000000Z``."""
+    ts = time.time() if ts is None else ts
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -128,7 +159,7 @@ class FileLock:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "owner": self.owner,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "since": utc_iso(),
             }
         )
         os.ftruncate(fd, 0)

@@ -33,7 +33,6 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,7 +46,10 @@ from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import (
     atomic_symlink,
     atomic_write,
     fsync_dir,
+    is_within,
     read_jsonl,
+    sha256_file,
+    utc_iso,
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import (
     InvalidName,
@@ -70,22 +72,9 @@ class ReleaseError(Exception):
     """Refused input or state; the message is shown to the user as it is."""
 
 
-def now_iso(ts: float | None = None) -> str:
-    ts = time.time() if ts is None else ts
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1_000_000):06d}Z"
-
-
 # ---------------------------------------------------------------------------------------------
 # Content digest: sha256 over sorted relative paths + content (files, exec bit, symlink targets)
 # ---------------------------------------------------------------------------------------------
-
-
-def _file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _excluded(relpath: str) -> bool:
@@ -120,7 +109,7 @@ def tree_entries(top: str | os.PathLike) -> dict[str, str]:
                 entries[rel] = "link:" + os.readlink(full)
             elif stat.S_ISREG(info.st_mode):
                 executable = "x" if info.st_mode & 0o111 else "-"
-                entries[rel] = f"file:{_file_sha256(full)}:{executable}"
+                entries[rel] = f"file:{sha256_file(full)[0]}:{executable}"
     return entries
 
 
@@ -177,10 +166,6 @@ def check_member(member: tarfile.TarInfo) -> str:
     return name
 
 
-def _inside(path: str, top: str) -> bool:
-    return path == top or path.startswith(top.rstrip("/") + "/")
-
-
 def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
     """Extract ``archive`` into the empty directory ``dest``; ReleaseError on any escaping member.
 
@@ -214,13 +199,13 @@ def _extract_members(tar: tarfile.TarFile, dest: str) -> None:
         target = os.path.join(dest, *name.split("/"))
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
-        if not _inside(os.path.realpath(parent), dest):
+        if not is_within(os.path.realpath(parent), dest):
             raise ReleaseError(f"archive member {member.name!r} is written through a link outside the release")
         if member.isdir():
             os.makedirs(target, exist_ok=True)
         elif member.issym():
             os.symlink(member.linkname, target)
-            if not _inside(os.path.realpath(target), dest):
+            if not is_within(os.path.realpath(target), dest):
                 raise ReleaseError(
                     f"archive member {member.name!r} is a link to {member.linkname!r} outside the release directory"
                 )
@@ -272,7 +257,7 @@ def wheelhouse_listing(wheelhouse: str) -> bytes:
         full = os.path.join(wheelhouse, name)
         if name.startswith(".") or not os.path.isfile(full):
             continue
-        lines.append(f"{_file_sha256(full)}  {name}\n")
+        lines.append(f"{sha256_file(full)[0]}  {name}\n")
     if not lines:
         raise ReleaseError(f"wheelhouse {wheelhouse} holds no package files")
     return "".join(lines).encode()
@@ -571,7 +556,7 @@ class Pool:
         **extra: object,
     ) -> None:
         record = {
-            "time": now_iso(),
+            "time": utc_iso(),
             "action": action,
             "pool": self.name,
             "version": version,
@@ -671,7 +656,7 @@ class Pool:
                 "pool": self.name,
                 "version": version,
                 "digest": digest,
-                "created": now_iso(),
+                "created": utc_iso(),
                 "user": self.user,
                 "src": source.code,
                 "wheelhouse": source.wheelhouse,
