@@ -32,6 +32,12 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
+from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
+    PauseError,
+    PauseOutcome,
+    states,
+    unknown_queues_message,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import celery_settings
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     Selection,
@@ -39,6 +45,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     parse_time,
 )
 
+KOMBU_SEPARATOR = "\x06\x16"  # between the fields of a binding, and before a queue's priority step
 UNACKED_KEY = "unacked"
 UNACKED_INDEX_KEY = "unacked_index"
 DEFAULT_REPLY_TIMEOUT = 1.0
@@ -126,22 +133,224 @@ def add_consumer(app, queue: str, nodes: list[str], timeout: float = DEFAULT_REP
 
 def paused_records(client, queues: list[str] | None = None) -> dict[str, list[str]]:
     """queue -> nodes a pause took it from (kept until resume)."""
-    import json
-
     raw = client.hgetall(PAUSED_KEY)
     records = {as_text(k): json.loads(as_text(v)) for k, v in raw.items()}
     return {q: n for q, n in records.items() if queues is None or q in queues}
 
 
-def record_paused(client, queue: str, nodes: list[str]) -> None:
-    import json
+def write_paused(client, queue: str, nodes: list[str]) -> None:
+    """Set the pause record of ``queue`` to ``nodes``; no nodes deletes it."""
+    if nodes:
+        client.hset(PAUSED_KEY, queue, json.dumps(sorted(set(nodes))))
+    else:
+        client.hdel(PAUSED_KEY, queue)
 
-    known = paused_records(client, [queue]).get(queue, [])
-    client.hset(PAUSED_KEY, queue, json.dumps(sorted(set(known) | set(nodes))))
+
+PIDBOX_BINDINGS_KEY = "_kombu.binding.celery.pidbox"
+_PIDBOX_SUFFIX = ".celery.pidbox"
+_BINDING_PREFIX = "_kombu.binding."
 
 
-def forget_paused(client, queue: str) -> None:
-    client.hdel(PAUSED_KEY, queue)
+def registered_nodes(client) -> set[str]:
+    """Nodes with a remote-control mailbox on the broker.
+
+    A worker binds ``<node>.celery.pidbox`` to the ``celery.pidbox`` fanout exchange when it starts
+    and unbinds it on a clean shutdown; a killed worker leaves its binding behind.
+    """
+    nodes = set()
+    for member in client.smembers(PIDBOX_BINDINGS_KEY):
+        queue = as_text(member).rsplit(KOMBU_SEPARATOR, 1)[-1]
+        if queue.endswith(_PIDBOX_SUFFIX):
+            nodes.add(queue[: -len(_PIDBOX_SUFFIX)])
+    return nodes
+
+
+def gone_nodes(client, silent: set[str]) -> list[str]:
+    """Of nodes that did not answer a broadcast, those with no mailbox left: they have stopped."""
+    return sorted(set(silent) - registered_nodes(client)) if silent else []
+
+
+def unknown_queues(client, queues: list[str], consumed: set[str]) -> list[str]:
+    """Those of ``queues`` no live worker consumes, with no message waiting, no pause record and no
+    binding on the broker: names the broker has never seen."""
+    candidates = [q for q in queues if q not in consumed]
+    if not candidates:
+        return []
+    records = paused_records(client, candidates)
+    bound: set[str] = set()
+    for key in client.scan_iter(match=f"{_BINDING_PREFIX}*", count=1000):
+        for member in client.smembers(key):
+            bound.add(as_text(member).rsplit(KOMBU_SEPARATOR, 1)[-1])
+    return [q for q in candidates if q not in records and q not in bound and not queue_depth(client, q)]
+
+
+def pause_queues(
+    app,
+    client,
+    queues: list[str],
+    *,
+    workers: list[str] | None = None,
+    reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+    settle_timeout: float = 10.0,
+    allow_missing: bool = False,
+    allow_unknown: bool = False,
+    check_mode: bool = False,
+) -> PauseOutcome:
+    """``cancel_consumer`` of ``queues`` on the workers (``workers``, or every one that answers),
+    verified with ``inspect active_queues``; remembers which workers it took each queue from."""
+    return _ConsumerChange(app, client, queues, workers, reply_timeout, resume=False).run(
+        settle_timeout=settle_timeout, allow_missing=allow_missing, allow_unknown=allow_unknown, check_mode=check_mode
+    )
+
+
+def resume_queues(
+    app,
+    client,
+    queues: list[str],
+    *,
+    workers: list[str] | None = None,
+    reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
+    allow_missing: bool = False,
+    allow_unknown: bool = False,
+    check_mode: bool = False,
+) -> PauseOutcome:
+    """``add_consumer`` of ``queues`` on the workers a pause took them from (``workers`` of those, if
+    given). A recorded worker that has stopped (no answer, no mailbox) is forgotten, not waited for:
+    a restarted worker consumes its ``-Q`` queues again under its new node name."""
+    return _ConsumerChange(app, client, queues, workers, reply_timeout, resume=True).run(
+        settle_timeout=0, allow_missing=allow_missing, allow_unknown=allow_unknown, check_mode=check_mode
+    )
+
+
+class _ConsumerChange:
+    """One pause or resume: read who consumes what, plan the broadcasts, send them, verify."""
+
+    def __init__(self, app, client, queues: list[str], wanted: list[str] | None, timeout: float, *, resume: bool):
+        self.app, self.client, self.queues, self.wanted, self.timeout = app, client, queues, wanted, timeout
+        self.resume = resume
+        self.answered = consumers(app, wanted, timeout)  # the nodes this change acts on
+        live = consumers(app, None, timeout) if wanted else self.answered
+        self.others = {n: c for n, c in live.items() if n not in self.answered}  # live, not ours to change
+        self.records = paused_records(client, queues)
+        recorded = {n for nodes in self.records.values() for n in nodes}
+        self.gone = gone_nodes(client, recorded - set(live))
+        self.missing = sorted(set(wanted or []) - set(self.answered))
+
+    def _targets(self, queue: str) -> list[str]:
+        if not self.resume:
+            return [n for n, consumed in self.answered.items() if queue in consumed]
+        recorded = [n for n in self.records.get(queue, []) if n not in self.gone]
+        return [n for n in recorded if not self.wanted or n in self.wanted]
+
+    def _kept_record(self, queue: str, took: list[str]) -> list[str]:
+        """The pause record of ``queue`` after the change (gone nodes dropped)."""
+        recorded = [n for n in self.records.get(queue, []) if n not in self.gone]
+        if not self.resume:
+            return sorted(set(recorded) | set(took))
+        return [n for n in recorded if n in self.missing or (self.wanted and n not in self.wanted)]
+
+    def run(self, *, settle_timeout: float, allow_missing: bool, allow_unknown: bool, check_mode: bool):
+        consumed = {q for c in [*self.answered.values(), *self.others.values()] for q in c}
+        unknown = [] if allow_unknown else unknown_queues(self.client, self.queues, consumed)
+        if unknown:
+            raise PauseError(unknown_queues_message(unknown, "the Celery broker"))
+        targets = {q: self._targets(q) for q in self.queues}
+        if self.resume:
+            silent = {n for nodes in targets.values() for n in nodes if n not in self.answered}
+            self.missing = sorted(set(self.missing) | silent)
+        if self.missing and not allow_missing:
+            raise PauseError(
+                f"Celery workers {', '.join(self.missing)} did not answer within {self.timeout:g} s; nothing "
+                "changed (set allow_missing_workers to act on the others)",
+                missing_workers=self.missing,
+                forgotten_workers=self.gone,
+            )
+        plan = {
+            q: [n for n in nodes if n in self.answered and (q in self.answered[n]) != self.resume]
+            for q, nodes in targets.items()
+        }
+        new_records = {q: self._kept_record(q, plan[q]) for q in self.queues}
+        changed = any(plan.values()) or any(new_records[q] != self.records.get(q, []) for q in self.queues)
+        details: dict[str, Any] = {}
+        warnings: list[str] = []
+        if changed and not check_mode:
+            after = self._apply(plan, new_records)
+            if not self.resume:
+                details["prefetched_pending"], warnings = self._settle(settle_timeout)
+        else:
+            after = {
+                n: sorted(set(c) | {q for q, ns in plan.items() if n in ns})
+                if self.resume
+                else sorted(set(c) - {q for q, ns in plan.items() if n in ns})
+                for n, c in self.answered.items()
+            }
+        if self.missing and not allow_missing:  # a node that answered the inspect but not the broadcast
+            raise PauseError(
+                f"Celery workers {', '.join(self.missing)} did not answer the broadcast",
+                changed=changed,
+                workers=after,
+                missing_workers=self.missing,
+                forgotten_workers=self.gone,
+            )
+        return PauseOutcome(
+            changed=changed,
+            before=self._states(self.answered),
+            after=self._states(after),
+            details={"workers": after, "missing_workers": self.missing, "forgotten_workers": self.gone, **details},
+            warnings=warnings,
+        )
+
+    def _states(self, ours: dict[str, list[str]]) -> dict[str, str]:
+        seen = [*ours.values(), *self.others.values()]
+        return states(self.queues, lambda q: not any(q in consumed for consumed in seen))
+
+    def _apply(self, plan: dict[str, list[str]], new_records: dict[str, list[str]]) -> dict[str, list[str]]:
+        command = add_consumer if self.resume else cancel_consumer
+        for queue, nodes in plan.items():
+            replies = command(self.app, queue, nodes, self.timeout)
+            silent = [n for n in nodes if n not in replies]
+            self.missing = sorted(set(self.missing) | set(silent))
+            if not self.resume:
+                new_records[queue] = self._kept_record(queue, [n for n in nodes if n in replies])
+            elif silent:
+                new_records[queue] = sorted(set(new_records[queue]) | set(silent))
+            if new_records[queue] != self.records.get(queue, []):
+                write_paused(self.client, queue, new_records[queue])
+        after = consumers(self.app, sorted(self.answered), self.timeout)
+        wrong = sorted(
+            n for n, consumed in after.items() for q in self.queues if n in plan[q] and (q in consumed) != self.resume
+        )
+        if wrong:
+            raise PauseError(
+                f"after the broadcast, inspect active_queues still disagrees on {', '.join(wrong)}",
+                changed=True,
+                workers=after,
+            )
+        return after
+
+    def _settle(self, limit: float) -> tuple[list[dict[str, Any]], list[str]]:
+        """Tasks a worker prefetched before the cancel still start: wait up to ``limit`` for them.
+
+        Those still waiting in a worker's buffer then are returned: Celery cannot take them back.
+        """
+        nodes = sorted(self.answered)
+        deadline = time.monotonic() + limit
+        pending: list[dict[str, Any]] = []
+        while nodes:
+            tasks = worker_tasks(self.app, self.queues, nodes, self.timeout)
+            pending = [t for t in tasks if t["state"] == "reserved"]
+            if not pending or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if not pending:
+            return [], []
+        waiting = ", ".join(f"{t['id']} on {t['worker']}" for t in pending)
+        return pending, [
+            f"{len(pending)} task(s) of {', '.join(self.queues)} that workers prefetched before the pause had not "
+            f"started after {limit:g} s and will start once their worker has a free slot: {waiting}. Use "
+            "state=drained to wait for them, or worker_prefetch_multiplier=1 with task_acks_late to keep "
+            "workers from prefetching"
+        ]
 
 
 def _task_queue(delivery_info: dict[str, Any]) -> str:
@@ -170,8 +379,6 @@ def worker_tasks(app, queues: list[str], destination: list[str] | None, timeout:
 
 def unacked_tasks(client, queues: list[str]) -> list[dict[str, Any]]:
     """Entries of the transport's ``unacked`` hash for ``queues`` (messages a worker holds)."""
-    import json
-
     tasks = []
     for tag, raw in client.hgetall(UNACKED_KEY).items():
         try:
@@ -210,7 +417,7 @@ def queue_depth(client, queue: str) -> int:
     pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in queue)  # the name itself, not a glob
     for key in client.scan_iter(match=f"{pattern}*", count=1000, _type="list"):
         name = as_text(key)
-        if name == queue or (name.startswith(f"{queue}\x06\x16") and name[len(queue) + 2 :].isdigit()):
+        if name == queue or (name.startswith(f"{queue}{KOMBU_SEPARATOR}") and name[len(queue) + 2 :].isdigit()):
             total += int(client.llen(key))
     return total
 
@@ -224,7 +431,6 @@ def queue_depth(client, queue: str) -> int:
 CELERY_META_PREFIX = "celery-task-meta-"
 REPLAYED_MARKER = "queueops:replayed:"
 REPLAYED_MARKER_TTL = 30 * 86400
-_PRIORITY_SEPARATOR = "\x06\x16"
 
 # Mark a task as replayed for this failure (its date_done); 0 when it already was.
 _MARK_REPLAYED_LUA = """
@@ -332,7 +538,7 @@ def celery_backlog(client, queues: list[str]) -> int:
     for queue in queues:
         pipe.llen(queue)
         for priority in (3, 6, 9):
-            pipe.llen(f"{queue}{_PRIORITY_SEPARATOR}{priority}")
+            pipe.llen(f"{queue}{KOMBU_SEPARATOR}{priority}")
     return sum(pipe.execute())
 
 

@@ -34,6 +34,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
+    PauseError,
+    PauseOutcome,
+    states,
+    unknown_queues_message,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     IDS_CAP,
     Selection,
@@ -385,6 +391,135 @@ def settle_suspension(client, queues: list[str], timeout: float = 10.0, poll: fl
         "leftover_wake_jobs": leftover,
         "still_idle": sorted(w.name for w in still_idle),
     }
+
+
+def live_workers(client, queues: list[str] | None = None) -> list[RQWorker]:
+    """Registered workers (of ``queues`` if given) without those that are gone (see ``gone_workers``)."""
+    workers = list_workers(client, queues)
+    gone = gone_workers(client, {w.name for w in workers})
+    return [w for w in workers if w.name not in gone]
+
+
+def unknown_queues(client, queues: list[str]) -> list[str]:
+    """Those of ``queues`` RQ has never heard of: not in ``rq:queues``, no jobs, no registry, no worker."""
+    known = set(known_queues(client)) | {q for w in list_workers(client) for q in w.queues}
+    candidates = [q for q in queues if q not in known]
+    if not candidates:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for queue in candidates:
+            pipe.exists(queue_key(queue), *(registry_key(kind, queue) for kind in REGISTRY_TEMPLATES))
+        found = pipe.execute()
+    return [queue for queue, n in zip(candidates, found) if not n]
+
+
+def _db_number(client) -> int:
+    return int(client.connection_pool.connection_kwargs.get("db") or 0)
+
+
+def _collateral(client, queues: list[str], live: list[RQWorker]) -> dict[str, list[str]]:
+    """What ``rq:suspended`` stops beyond ``queues``: queues with a live worker or waiting jobs, and
+    the live workers that consume none of ``queues``."""
+    others = sorted((set(known_queues(client)) | {q for w in live for q in w.queues}) - set(queues))
+    with client.pipeline(transaction=False) as pipe:
+        for queue in others:
+            pipe.llen(queue_key(queue))
+        depths = pipe.execute() if others else []
+    consumed = {q for w in live for q in w.queues}
+    return {
+        "queues": [q for q, depth in zip(others, depths) if depth or q in consumed],
+        "workers": sorted(w.name for w in live if not set(w.queues) & set(queues)),
+    }
+
+
+def _collateral_warning(db: int, verb: str, collateral: dict[str, list[str]]) -> list[str]:
+    if not (collateral["queues"] or collateral["workers"]):
+        return []
+    parts = []
+    if collateral["queues"]:
+        parts.append(f"queue(s) {', '.join(collateral['queues'])}")
+    if collateral["workers"]:
+        parts.append(f"worker(s) {', '.join(collateral['workers'])}")
+    return [
+        f"the RQ pause is global to Redis db {db}: this {verb} also applies to {' and '.join(parts)} "
+        "(pools that must be paused apart need their own db)"
+    ]
+
+
+NO_WORKER_WHILE_SUSPENDED = (
+    "rq:suspended is set and no RQ worker of Redis db {db} is running: `rq worker` refuses to start while it "
+    "is set (it exits 1, 'RQ is currently suspended'). Resume before starting workers"
+)
+
+
+def _refuse_unknown(client, queues: list[str]) -> None:
+    unknown = unknown_queues(client, queues)
+    if unknown:
+        raise PauseError(unknown_queues_message(unknown, f"Redis db {_db_number(client)}"))
+
+
+def pause_queues(
+    client,
+    queues: list[str],
+    *,
+    ttl: int | None = None,
+    settle_timeout: float = 10.0,
+    allow_unknown: bool = False,
+    check_mode: bool = False,
+) -> PauseOutcome:
+    """Suspend the db's RQ workers and prove it for ``queues``: no idle worker of theirs still waits in
+    its dequeue (see ``settle_suspension``). Raises PauseError when the pause is not proven."""
+    if not allow_unknown:
+        _refuse_unknown(client, queues)
+    before = suspension(client)
+    changed = not before["suspended"]
+    woken: list[str] = []
+    if not check_mode:
+        if changed:
+            suspend(client, ttl)
+        settled = settle_suspension(client, queues, timeout=settle_timeout)
+        woken = settled["woken"]
+        changed = changed or bool(woken)
+        if settled["still_idle"]:
+            raise PauseError(
+                f"rq:suspended is set but workers {', '.join(settled['still_idle'])} still wait in their dequeue "
+                f"after {settle_timeout:g} s: the pause is not proven for them",
+                changed=changed,
+                woken_workers=woken,
+            )
+    live = live_workers(client)
+    collateral = _collateral(client, queues, live)
+    db = _db_number(client)
+    warnings = _collateral_warning(db, "pause", collateral)
+    if not live:
+        warnings.append(NO_WORKER_WHILE_SUSPENDED.format(db=db))
+    now = suspension(client)
+    ttl_left = (ttl if changed else before["ttl"]) if check_mode else now["ttl"]
+    return PauseOutcome(
+        changed=changed,
+        before=states(queues, lambda _q: before["suspended"]),
+        after=states(queues, lambda _q: True),
+        details={"woken_workers": woken, "suspension_ttl": ttl_left, "also_paused": collateral},
+        warnings=warnings,
+    )
+
+
+def resume_queues(client, queues: list[str], *, allow_unknown: bool = False, check_mode: bool = False) -> PauseOutcome:
+    """Delete ``rq:suspended``: every RQ worker of the db takes jobs again."""
+    if not allow_unknown:
+        _refuse_unknown(client, queues)
+    before = suspension(client)
+    if before["suspended"] and not check_mode:
+        resume(client)
+    nothing: dict[str, list[str]] = {"queues": [], "workers": []}
+    collateral = _collateral(client, queues, live_workers(client)) if before["suspended"] else nothing
+    return PauseOutcome(
+        changed=before["suspended"],
+        before=states(queues, lambda _q: before["suspended"]),
+        after=states(queues, lambda _q: False),
+        details={"suspension_ttl": None, "also_resumed": collateral},
+        warnings=_collateral_warning(_db_number(client), "resume", collateral),
+    )
 
 
 def gone_workers(client, names: set[str]) -> set[str]:

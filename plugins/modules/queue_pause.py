@@ -15,7 +15,12 @@ description:
     where it runs, not the application's code.
   - B(RQ) pauses with the C(rq:suspended) key, the one C(rq suspend) sets. It is B(global to the Redis
     database); every RQ worker of that database stops taking jobs, not only those of O(queues).
-    O(ttl) makes the key expire, so a playbook that dies cannot leave the workers suspended.
+    O(ttl) makes the key expire, so a playbook that dies cannot leave the workers suspended. RV(also_paused)
+    names the other queues and workers the suspension stops, and a warning says so.
+  - B(rq worker refuses to start while C(rq:suspended) is set) (it exits 1 with "RQ is currently suspended"). A
+    deploy that pauses, stops the old workers and starts new ones must resume before it starts them (the
+    workers are stopped then, so nothing starts in between); the module warns when the db is paused and no
+    RQ worker is left running. The roles of this collection order their steps that way.
   - RQ workers idle in their blocking dequeue (BLPOP/BLMOVE) read the key only after they have taken and
     run one more job (a dequeue timeout or C(CLIENT UNBLOCK) only makes them block again, or quit). So
     the module hands each idle
@@ -26,6 +31,12 @@ description:
     C(inspect active_queues), and resumes with C(add_consumer) to the workers the pause took the
     queue from (remembered in the Redis hash C(queueops:celery:paused)). This is in memory only; a
     worker restarted while paused consumes its C(-Q) queues again.
+  - A worker the pause record names that has stopped (it does not answer, and its remote-control mailbox
+    C(<node>.celery.pidbox) is gone from the broker, as after a warm shutdown) is forgotten and listed in
+    RV(forgotten_workers), not waited for, because every deploy restarts workers and the release is part of their
+    node names. RV(paused) and the diff always come from what the live workers consume.
+  - A queue nobody knows (RQ, no jobs, no registries and no worker; Celery, no live consumer, no message,
+    no binding and no pause record) is refused, since it is most often a typo; see O(allow_unknown_queues).
 extends_documentation_fragment:
   - queueops.rollback.redis
   - queueops.rollback.attributes
@@ -66,6 +77,12 @@ options:
     elements: str
   allow_missing_workers:
     description: Celery only. Report workers that did not answer instead of failing.
+    type: bool
+    default: false
+  allow_unknown_queues:
+    description:
+      - Pause or resume queues that nothing in Redis knows yet instead of failing. An RQ pause of such a
+        queue still suspends every RQ worker of the db.
     type: bool
     default: false
   reply_timeout:
@@ -123,6 +140,27 @@ woken_workers:
   returned: backend is rq and state is not resumed
   type: list
   elements: str
+  sample: ["orders:2.4.1:1"]
+also_paused:
+  description:
+    - RQ. What the suspension stops beyond O(queues), since it is global to the Redis db - C(queues), other
+      queues with a live worker or waiting jobs, and C(workers), live workers that consume none of O(queues).
+  returned: backend is rq and state is not resumed
+  type: dict
+  sample: {"queues": ["emails"], "workers": ["mail:1.0.0:1"]}
+also_resumed:
+  description: RQ. The same for a resume - what deleting C(rq:suspended) gives back beyond O(queues).
+  returned: backend is rq and state is resumed
+  type: dict
+  sample: {"queues": [], "workers": []}
+forgotten_workers:
+  description:
+    - Celery. Workers the pause record named that have stopped (no answer, no mailbox on the broker); their
+      record was removed.
+  returned: backend is celery
+  type: list
+  elements: str
+  sample: ["orders:2.4.0:1@web-1"]
 workers:
   description: Celery. Node name to the queues it consumes after the change (nodes that answered).
   returned: backend is celery
@@ -173,13 +211,13 @@ elapsed:
   type: float
 """
 
-import time
-from typing import Any, Callable
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
+from ansible_collections.queueops.rollback.plugins.module_utils.pausing import PauseError, PauseOutcome, drain
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -199,6 +237,7 @@ def _argument_spec() -> dict[str, Any]:
         ttl={"type": "int"},
         workers={"type": "list", "elements": "str"},
         allow_missing_workers={"type": "bool", "default": False},
+        allow_unknown_queues={"type": "bool", "default": False},
         reply_timeout={"type": "float", "default": 1.0},
         settle_timeout={"type": "float", "default": 10},
     )
@@ -223,26 +262,6 @@ def _validate(module: AnsibleModule) -> list[str]:
     return list(dict.fromkeys(queues))
 
 
-def _drain(result: dict[str, Any], in_flight: Callable[[], list], timeout: float, check_mode: bool) -> None:
-    """Poll ``in_flight()`` until empty or ``timeout``; fills the drain fields of ``result``.
-
-    In check mode it looks once and waits for nothing.
-    """
-    start = time.monotonic()
-    first = in_flight()
-    current = first
-    while current and not check_mode and time.monotonic() - start < timeout:
-        time.sleep(0.05)
-        current = in_flight()
-    result.update(
-        in_flight_at_start=len(first),
-        in_flight_at_start_tasks=first,
-        left=len(current),
-        stragglers=current,
-        elapsed=0.0 if check_mode else round(time.monotonic() - start, 3),
-    )
-
-
 def _straggler_msg(queues: list[str], result: dict[str, Any], timeout: float) -> str:
     names = ", ".join(
         f"{t.get('job_id') or t.get('id')} on {t.get('worker') or 'unknown worker'}" for t in result["stragglers"]
@@ -253,39 +272,21 @@ def _straggler_msg(queues: list[str], result: dict[str, Any], timeout: float) ->
 
 def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
     p = module.params
-    state = p["state"]
-    before = rq_backend.suspension(client)
-    result: dict[str, Any] = {"changed": False}
-    if state == "resumed":
-        result["changed"] = before["suspended"]
-        if before["suspended"] and not module.check_mode:
-            rq_backend.resume(client)
-        after_suspended = False
-    else:
-        result["changed"] = not before["suspended"]
-        if not module.check_mode:
-            if not before["suspended"]:
-                rq_backend.suspend(client, p["ttl"])
-            settled = rq_backend.settle_suspension(client, queues, timeout=p["settle_timeout"])
-            result["woken_workers"] = settled["woken"]
-            result["changed"] = result["changed"] or bool(settled["woken"])
-            if settled["still_idle"]:
-                module.fail_json(
-                    msg=f"rq:suspended is set but workers {', '.join(settled['still_idle'])} still wait in their "
-                    f"dequeue after {p['settle_timeout']:g} s: the pause is not proven for them",
-                    **result,
-                )
-        else:
-            result["woken_workers"] = []
-        after_suspended = True
-    now = rq_backend.suspension(client)
-    result["suspension_ttl"] = now["ttl"] if not module.check_mode else (p["ttl"] if result["changed"] else now["ttl"])
-    result["paused"] = queues if after_suspended else []
-    result["diff"] = {
-        "before": {q: "paused" if before["suspended"] else "consuming" for q in queues},
-        "after": {q: "paused" if after_suspended else "consuming" for q in queues},
-    }
-    if state == "drained":
+    if p["state"] == "resumed":
+        outcome = rq_backend.resume_queues(
+            client, queues, allow_unknown=p["allow_unknown_queues"], check_mode=module.check_mode
+        )
+        return _shaped(module, outcome)
+    outcome = rq_backend.pause_queues(
+        client,
+        queues,
+        ttl=p["ttl"],
+        settle_timeout=p["settle_timeout"],
+        allow_unknown=p["allow_unknown_queues"],
+        check_mode=module.check_mode,
+    )
+    result = _shaped(module, outcome)
+    if p["state"] == "drained":
         abandoned: list[dict[str, Any]] = []
 
         def running() -> list:
@@ -293,8 +294,7 @@ def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
             abandoned[:] = [e.as_dict() for e in gone]
             return [e.as_dict() for e in live]
 
-        _drain(result, running, p["timeout"], module.check_mode)
-        result["abandoned"] = abandoned
+        result.update(drain(running, p["timeout"], module.check_mode), abandoned=abandoned)
     return result
 
 
@@ -303,119 +303,37 @@ def _run_celery(module: AnsibleModule, client, queues: list[str]) -> dict[str, A
         module.fail_json(msg=missing_required_lib("celery"), exception=celery_backend.CELERY_IMPORT_ERROR)
     p = module.params
     app = celery_backend.make_app(p)
+    common = {
+        "workers": p["workers"],
+        "reply_timeout": p["reply_timeout"],
+        "allow_missing": p["allow_missing_workers"],
+        "allow_unknown": p["allow_unknown_queues"],
+        "check_mode": module.check_mode,
+    }
     try:
-        return _celery_change(module, app, client, queues)
+        if p["state"] == "resumed":
+            return _shaped(module, celery_backend.resume_queues(app, client, queues, **common))
+        outcome = celery_backend.pause_queues(app, client, queues, settle_timeout=p["settle_timeout"], **common)
+        result = _shaped(module, outcome)
+        if p["state"] == "drained":
+            nodes = sorted(outcome.details["workers"]) or None
+
+            def in_flight() -> list:
+                return celery_backend.in_flight(app, client, queues, nodes, p["reply_timeout"])
+
+            result.update(drain(in_flight, p["timeout"], module.check_mode))
+        return result
     finally:
         celery_backend.close_app(app)
 
 
-def _celery_change(module: AnsibleModule, app, client, queues: list[str]) -> dict[str, Any]:
-    p = module.params
-    wanted, timeout = p["workers"], p["reply_timeout"]
-    answered = celery_backend.consumers(app, wanted, timeout)
-    records = celery_backend.paused_records(client, queues)
-    missing = sorted(set(wanted or []) - set(answered))
-    if missing and not p["allow_missing_workers"]:
-        module.fail_json(
-            msg=f"Celery workers {', '.join(missing)} did not answer within {timeout:g} s; nothing changed "
-            "(set allow_missing_workers to act on the others)",
-            missing_workers=missing,
-            changed=False,
-        )
-    resume = p["state"] == "resumed"
-    plan: dict[str, list[str]] = {}
-    for queue in queues:
-        if resume:
-            targets = records.get(queue) or wanted or []
-            if wanted:
-                targets = [n for n in targets if n in wanted]
-            missing += [n for n in targets if n not in answered and n not in missing]
-            plan[queue] = [n for n in targets if n in answered and queue not in answered[n]]
-        else:
-            plan[queue] = [n for n, consumed in answered.items() if queue in consumed]
-
-    def kept(queue: str) -> list[str]:
-        """After a resume, the record keeps the nodes not named by ``workers`` and those that did not answer."""
-        return [n for n in records.get(queue, []) if n in missing or (wanted and n not in wanted)]
-
-    changed = any(plan.values()) or (resume and any(kept(q) != n for q, n in records.items()))
-    result: dict[str, Any] = {"changed": changed}
-    if changed and not module.check_mode:
-        for queue, nodes in plan.items():
-            command = celery_backend.add_consumer if resume else celery_backend.cancel_consumer
-            replies = command(app, queue, nodes, timeout)
-            missing += [n for n in nodes if n not in replies and n not in missing]
-            if resume:
-                left_out = kept(queue)
-                if left_out != records.get(queue, []):
-                    celery_backend.forget_paused(client, queue)
-                    if left_out:
-                        celery_backend.record_paused(client, queue, left_out)
-            elif nodes:
-                celery_backend.record_paused(client, queue, [n for n in nodes if n in replies])
-        after = celery_backend.consumers(app, sorted(answered), timeout)
-        wrong = sorted(
-            n
-            for n, consumed in after.items()
-            for q in queues
-            if (q in consumed) != resume and (not resume or n in plan[q])
-        )
-        if wrong:
-            module.fail_json(msg=f"after the broadcast, inspect active_queues still disagrees on {wrong}", **result)
-        if not resume:
-            prefetched = _wait_prefetched(app, queues, sorted(answered), timeout, p["settle_timeout"])
-            result["prefetched_pending"] = prefetched
-            if prefetched:
-                waiting = ", ".join(f"{t['id']} on {t['worker']}" for t in prefetched)
-                module.warn(
-                    f"{len(prefetched)} task(s) of {', '.join(queues)} that workers prefetched before the pause "
-                    f"had not started after {p['settle_timeout']:g} s and will start once their worker has a free "
-                    f"slot: {waiting}. Use state=drained to "
-                    "wait for them, or worker_prefetch_multiplier=1 with task_acks_late to keep workers from "
-                    "prefetching"
-                )
-    else:
-        after = {n: sorted(set(c) - set(queues)) if not resume else c for n, c in answered.items()}
-        if resume:
-            after = {n: sorted(set(c) | {q for q, ns in plan.items() if n in ns}) for n, c in answered.items()}
-    result["workers"] = after
-    result["missing_workers"] = sorted(missing)
-    # With ``workers``, the others still consume what they consumed: a queue is paused only if none does.
-    others = {}
-    if wanted:
-        others = {n: c for n, c in celery_backend.consumers(app, None, timeout).items() if n not in answered}
-    seen_before, seen_after = [*answered.values(), *others.values()], [*after.values(), *others.values()]
-    result["paused"] = [q for q in queues if not any(q in c for c in seen_after)]
-    result["diff"] = {
-        "before": {q: "consuming" if any(q in c for c in seen_before) else "paused" for q in queues},
-        "after": {q: "paused" if q in result["paused"] else "consuming" for q in queues},
-    }
-    if missing and not p["allow_missing_workers"]:
-        module.fail_json(msg=f"Celery workers {', '.join(sorted(missing))} did not answer the broadcast", **result)
-    if p["state"] == "drained":
-        nodes = sorted(answered) or None
-
-        def in_flight() -> list:
-            return celery_backend.in_flight(app, client, queues, nodes, timeout)
-
-        _drain(result, in_flight, p["timeout"], module.check_mode)
+def _shaped(module: AnsibleModule, outcome: PauseOutcome) -> dict[str, Any]:
+    for warning in outcome.warnings:
+        module.warn(warning)
+    result = outcome.result()
+    if module._diff and outcome.changed:
+        result["diff"] = {"before": outcome.before, "after": outcome.after}
     return result
-
-
-def _wait_prefetched(app, queues: list[str], nodes: list[str], timeout: float, limit: float) -> list[dict]:
-    """Tasks a worker prefetched before the cancel still start; wait up to ``limit`` for them to.
-
-    Returns those still waiting in a worker's buffer: Celery cannot take them back, so they will start
-    after the module returns, once their worker has a free slot.
-    """
-    deadline = time.monotonic() + limit
-    pending: list[dict] = []
-    while nodes:
-        pending = [t for t in celery_backend.worker_tasks(app, queues, nodes, timeout) if t["state"] == "reserved"]
-        if not pending or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    return pending
 
 
 def run_module() -> None:
@@ -429,10 +347,10 @@ def run_module() -> None:
     client = connect(module)
     p = module.params
     run = _run_rq if p["backend"] == "rq" else _run_celery
-    result = run(module, client, queues)
-    diff = result.pop("diff")
-    if module._diff and result["changed"]:
-        result["diff"] = diff
+    try:
+        result = run(module, client, queues)
+    except PauseError as exc:
+        module.fail_json(msg=str(exc), changed=exc.changed, **exc.fields)
     result.update(backend=p["backend"], queues=queues, state=p["state"])
     if result["changed"] and not module.check_mode:
         action = "resumed" if p["state"] == "resumed" else "paused"

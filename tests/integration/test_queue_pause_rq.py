@@ -135,6 +135,7 @@ def test_ttl_resumes_by_itself(redis_server, redis_client, ledger, workers):
 
 
 def test_check_mode_changes_nothing_and_resume_is_idempotent(redis_server, redis_client):
+    redis_client.sadd("rq:queues", "rq:queue:default")  # a queue RQ knows, with no worker now
     checked = run_module("queue_pause", _args(redis_server, queues=["default"]), check=True, diff=True)
     assert not checked.failed and checked.changed
     assert checked["diff"] == {"before": {"default": "consuming"}, "after": {"default": "paused"}}
