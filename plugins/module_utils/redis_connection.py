@@ -68,7 +68,6 @@ DEFAULT_TIMEOUT = 5.0
 _URL_SCHEMES = ("redis", "rediss", "unix")
 # The TLS settings a rediss:// URL may carry in its query (redis-py, kombu and Celery read them).
 _URL_TLS_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
-_CLIENT_CERT_REFUSED = ("UNKNOWN_CA", "BAD_CERTIFICATE", "TLSV1_ALERT_UNKNOWN_CA", "SSLV3_ALERT_BAD_CERTIFICATE")
 _CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
 
 
@@ -473,32 +472,65 @@ def _address(params: Mapping[str, Any]) -> str:
 def _connection_problem(params: Mapping[str, Any], exc: BaseException, doing: str) -> RedisConnectionError:
     target = describe_target(params)
     cause = _os_cause(exc)
-    if isinstance(cause, ssl.SSLCertVerificationError):
+    if isinstance(cause, ssl.SSLError):
+        problem = _tls_problem(cause)
+        if problem:
+            return RedisConnectionError(f"Redis at {target} {problem}")
+    if _dropped_without_client_certificate(params, cause):
+        # In TLS 1.3 the server checks the client certificate after the handshake; its alert
+        # "certificate required" can be lost in the race with its closing the socket.
         return RedisConnectionError(
-            f"Redis at {target}: TLS certificate verification failed ({cause.verify_message}): "
-            "set redis_tls_ca_path to the CA that signs the server's certificate, which must name the host "
-            "connected to (redis_tls_validate_certs: false turns verification off)"
-        )
-    if isinstance(cause, ssl.SSLError) and cause.library in ("PEM", "X509"):
-        return RedisConnectionError(
-            f"Redis at {target}: the TLS files could not be loaded (TLS error {cause.reason}): redis_tls_ca_path, "
-            "redis_tls_cert_path and redis_tls_key_path must be PEM files, the key matching the certificate"
-        )
-    if isinstance(cause, ssl.SSLError) and "CERTIFICATE_REQUIRED" in str(cause.reason):
-        return RedisConnectionError(
-            f"Redis at {target} refused the TLS connection: it requires a client certificate "
-            "(set redis_tls_cert_path and redis_tls_key_path)"
-        )
-    if isinstance(cause, ssl.SSLError) and str(cause.reason) in _CLIENT_CERT_REFUSED:
-        return RedisConnectionError(
-            f"Redis at {target} refused the TLS client certificate ({_reason(exc)}): "
-            "redis_tls_cert_path must be signed by a CA the server trusts"
+            f"Redis at {target} closed the TLS connection right after the handshake ({_reason(exc)}): "
+            "if it requires client certificates, set redis_tls_cert_path and redis_tls_key_path"
         )
     reason = _reason(exc)
     hint = _tls_hint(params, exc, reason)
     if doing.startswith("check that Redis answers"):
         return RedisConnectionError(f"Cannot reach Redis at {target}: {reason}{hint}")
     return RedisConnectionError(f"Lost the connection to Redis at {target} while trying to {doing}: {reason}{hint}")
+
+
+def _dropped_without_client_certificate(params: Mapping[str, Any], cause: BaseException | None) -> bool:
+    dropped = isinstance(cause, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
+    return dropped and _tls_enabled(params) and not params.get("redis_tls_cert_path")
+
+
+def _tls_problem(cause: ssl.SSLError) -> str | None:
+    """What a TLS failure means for the user, after "Redis at <target>"; None if not TLS's fault."""
+    reason = str(cause.reason or "")
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = str(cause.verify_message or reason).rstrip(".")
+        if "mismatch" in detail:
+            return (
+                f"has a TLS certificate that does not name the host connected to ({detail}): connect by a name "
+                "the certificate carries (redis_tls_validate_certs: false turns verification off)"
+            )
+        return (
+            f"has a TLS certificate that could not be verified ({detail}): set redis_tls_ca_path to the CA "
+            "that signs it (redis_tls_validate_certs: false turns verification off)"
+        )
+    if cause.library in ("PEM", "X509"):
+        return (
+            f"was not contacted: the TLS files could not be loaded ({_tls_words(reason)}): redis_tls_ca_path, "
+            "redis_tls_cert_path and redis_tls_key_path must be PEM files, the key matching the certificate"
+        )
+    if "CERTIFICATE_REQUIRED" in reason:
+        return (
+            "refused the TLS connection: it requires a client certificate "
+            "(set redis_tls_cert_path and redis_tls_key_path)"
+        )
+    if "ALERT" in reason and ("CERTIFICATE" in reason or "UNKNOWN_CA" in reason):
+        return (
+            f"refused the TLS client certificate ({_tls_words(reason)}): redis_tls_cert_path must be a client "
+            "certificate signed by a CA the server trusts"
+        )
+    return None
+
+
+def _tls_words(reason: str) -> str:
+    """OpenSSL's SSLV3_ALERT_BAD_CERTIFICATE as "alert: bad certificate"."""
+    words = re.sub(r"^(SSLV3|TLSV1|TLSV13)_", "", reason).replace("_", " ").lower()
+    return re.sub(r"^alert ", "alert: ", words)
 
 
 def _tls_hint(params: Mapping[str, Any], exc: BaseException, reason: str) -> str:
@@ -524,8 +556,10 @@ def _os_cause(exc: BaseException) -> BaseException | None:
 
 def _reason(exc: BaseException) -> str:
     cause = _os_cause(exc)
+    if isinstance(cause, ssl.SSLEOFError):
+        return "the server closed the connection"
     if isinstance(cause, ssl.SSLError) and not isinstance(cause, ssl.SSLCertVerificationError) and cause.reason:
-        return f"TLS error {cause.reason}"
+        return f"TLS error: {_tls_words(str(cause.reason))}"
     if isinstance(cause, socket.timeout) or (cause is not None and "timed out" in str(cause)):
         return _clean(str(cause)) or "timed out"
     if isinstance(cause, OSError) and cause.strerror:
