@@ -65,6 +65,7 @@ REDIS_REQUIRED_TOGETHER = [("sentinel_hosts", "sentinel_service")]
 
 DEFAULT_PORT = 6379
 DEFAULT_TIMEOUT = 5.0
+_CONNECT_CHECK = "check the connection"  # what ping() needs PING (and SELECT, AUTH) for
 _URL_SCHEMES = ("redis", "rediss", "unix")
 # The TLS settings a rediss:// URL may carry in its query (redis-py, kombu and Celery read them).
 _URL_TLS_KEYS = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname")
@@ -381,7 +382,7 @@ def ping(client: redis.Redis, params: Mapping[str, Any]) -> None:
     try:
         client.ping()
     except redis.exceptions.RedisError as exc:
-        explained = _explain(params, exc, "check that Redis answers (PING)", ())
+        explained = _explain(params, exc, _CONNECT_CHECK, ())
         if explained is not None:
             raise explained from None
         raise RedisConnectionError(
@@ -485,8 +486,13 @@ def _connection_problem(params: Mapping[str, Any], exc: BaseException, doing: st
         )
     reason = _reason(exc)
     hint = _tls_hint(params, exc, reason)
-    if doing.startswith("check that Redis answers"):
+    if doing == _CONNECT_CHECK:
         return RedisConnectionError(f"Cannot reach Redis at {target}: {reason}{hint}")
+    if isinstance(exc, redis.exceptions.TimeoutError):
+        return RedisConnectionError(
+            f"Redis at {target} did not answer within redis_socket_timeout ({_timeout(params):g} s) "
+            f"while trying to {doing}"
+        )
     return RedisConnectionError(f"Lost the connection to Redis at {target} while trying to {doing}: {reason}{hint}")
 
 
