@@ -34,8 +34,12 @@ options:
   paths:
     description:
       - Absolute paths to snapshot with O(state=present) - files, directories (recursively) and
-        glob patterns (C(**) matches any depth).
+        glob patterns (C(*), C(?) and C([...]) within a name, C(**) at any depth; C(**) never enters a
+        symlinked directory, the link is kept as a link).
       - A path that does not exist is recorded as absent; a restore removes it if it exists then.
+      - Paths on pseudo-filesystems are refused, after resolving symlinks - anything under C(/proc),
+        C(/sys), C(/dev) or C(/run), and anything on a C(proc), C(sysfs), C(devtmpfs), C(cgroup) or other
+        kernel filesystem wherever it is mounted. They hold no configuration and can be endless.
       - Ignored with other states; a restore uses the paths recorded in the snapshot.
     type: list
     elements: path
@@ -81,6 +85,23 @@ options:
   reason:
     description: Why the snapshot was taken (for example the release being deployed), shown by O(state=query).
     type: str
+  max_files:
+    description:
+      - The most files, directories and symlinks a snapshot may hold. A snapshot that would hold more
+        is refused with a message naming where the limit was crossed, and nothing is written.
+      - The walk of the paths stops as soon as the limit is crossed. A glob also looks into at most this
+        many directories, and a restore walks at most this many existing paths to find those to remove.
+      - At least 1.
+    type: int
+    default: 10000
+  max_bytes:
+    description:
+      - The most bytes of content (files and the C(DUMP) of keys) a snapshot may hold. A snapshot that
+        would hold more is refused with a message naming where the limit was crossed, and nothing is
+        written; a file larger than what is left is never read.
+      - At least 1. The default is 1 GiB.
+    type: int
+    default: 1073741824
   keep_new_files:
     description:
       - On restore, keep files and directories created after the snapshot inside a snapshotted
@@ -99,6 +120,10 @@ notes:
   - Snapshots taken within the same second are ordered by their creation time recorded in the snapshot.
   - A restore changes files first, then runs the one Redis transaction. If Redis fails in between,
     the task fails saying the files were restored and the keys were not; running it again converges.
+    If Redis runs the transaction but refuses some of its commands (it does not roll back the others),
+    the task fails naming the first refusal, RV(restored) lists exactly the keys Redis applied, and the
+    history and the event stream record a C(restore_interrupted).
+  - A snapshot of files only never needs the redis Python library.
   - Taking and restoring on a live pool is safe but not a point-in-time copy across files and keys;
     pause the pool's queues first (M(queueops.rollback.queue_pause)) for a consistent snapshot.
 seealso:
@@ -142,12 +167,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 id:
-  description: The snapshot taken (or found equal), restored or shown.
+  description: The snapshot taken (or found equal), or restored.
   returned: when state is present or restored
   type: str
   sample: 20261124T101500Z-3f2a9c1d
-path:
-  description: Directory of the snapshot on the host.
+snapshot_path:
+  description: Directory of the snapshot on the host (where it is or, in check mode, would be).
   returned: when state is present or restored
   type: str
   sample: /var/lib/queueops/snapshots/orders/20261124T101500Z-3f2a9c1d
@@ -155,66 +180,131 @@ snapshot:
   description: Summary of the snapshot taken or found equal (see RV(snapshots) for the fields).
   returned: when state is present
   type: dict
+  sample:
+    id: 20261124T101500Z-3f2a9c1d
+    created: "2026-11-24T10:15:00.412345Z"
+    reason: deploy 2.4.1
+    size: 18342
+    files: 12
+    dirs: 3
+    keys: 4
+    paths: [/etc/orders/]
+    redis_keys: ["orders:routing:*"]
+    content_digest: 3f2a9c1d0b7e4c55a1e2f3d4c5b6a7980f1e2d3c4b5a69788796a5b4c3d2e1f0
+    host: web-1
 previous_id:
-  description: The latest snapshot before this run, if any.
+  description: The latest snapshot before this run; null when there was none.
   returned: when state is present
   type: str
+  sample: 20261123T081200Z-9b1c2d3e
 changes:
   description:
     - With O(state=present), what differs from the previous snapshot - C(files_added),
       C(files_changed), C(files_removed), C(keys_added), C(keys_changed), C(keys_removed).
   returned: when state is present
   type: dict
+  sample:
+    files_added: []
+    files_changed: [/etc/orders/app.conf]
+    files_removed: []
+    keys_added: []
+    keys_changed: ["orders:routing:eu"]
+    keys_removed: []
 restored:
   description:
     - What the restore changed (or would change in check mode) - C(dirs_created), C(files_restored),
       C(files_metadata_fixed), C(files_removed), C(keys_restored), C(keys_deleted).
-    - When a restore stops part-way (the task fails), only what it changed before it stopped.
+    - When a restore stops part-way (the task fails), exactly what it changed before it stopped.
   returned: when state is restored
   type: dict
-  sample: {"files_restored": ["/etc/orders/app.conf"], "keys_restored": ["orders:routing:eu"], "keys_deleted": []}
+  sample:
+    dirs_created: []
+    files_restored: [/etc/orders/app.conf]
+    files_metadata_fixed: []
+    files_removed: []
+    keys_restored: ["orders:routing:eu"]
+    keys_deleted: []
 deleted:
   description: Ids of the snapshots deleted (pruned), or that would be in check mode.
   returned: when state is present or absent
   type: list
   elements: str
+  sample: [20261120T090000Z-1a2b3c4d]
 snapshots:
   description: The snapshots of O(name), newest first.
   returned: when state is query
   type: list
   elements: dict
+  sample: [{"id": "20261124T101500Z-3f2a9c1d", "reason": "deploy 2.4.1", "files": 12, "dirs": 3, "keys": 4}]
   contains:
     id:
       description: Snapshot id, sortable by time.
       type: str
+      returned: always
+      sample: 20261124T101500Z-3f2a9c1d
     created:
       description: Creation time (UTC, ISO 8601).
       type: str
+      returned: when known
+      sample: "2026-11-24T10:15:00.412345Z"
     reason:
       description: The O(reason) given when it was taken.
       type: str
+      returned: when one was given
+      sample: deploy 2.4.1
     size:
       description: Bytes used on disk.
       type: int
+      returned: when the summary is readable
+      sample: 18342
     files:
       description: Number of files and symlinks.
       type: int
+      returned: when the summary is readable
+      sample: 12
     dirs:
       description: Number of directories.
       type: int
+      returned: when the summary is readable
+      sample: 3
     keys:
       description: Number of Redis keys.
       type: int
+      returned: when the summary is readable
+      sample: 4
+    paths:
+      description: The O(paths) it was taken with.
+      type: list
+      elements: str
+      returned: when the summary is readable
+      sample: [/etc/orders/]
+    redis_keys:
+      description: The O(redis_keys) patterns it was taken with.
+      type: list
+      elements: str
+      returned: when the summary is readable
+      sample: ["orders:routing:*"]
+    content_digest:
+      description: Digest of what it holds; two snapshots of equal content have the same one.
+      type: str
+      returned: when the summary is readable
+      sample: 3f2a9c1d0b7e4c55a1e2f3d4c5b6a7980f1e2d3c4b5a69788796a5b4c3d2e1f0
+    host:
+      description: Host it was taken on.
+      type: str
+      returned: when the summary is readable
+      sample: web-1
     error:
       description: Why the snapshot's summary could not be read (it would be refused on restore).
       type: str
       returned: when the summary is unreadable
+      sample: "summary unreadable: No such file or directory"
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
+from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import LockHeld
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -222,6 +312,25 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
     client_from_params,
     connect,
     redis_argument_spec,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_diff import restore_diff, take_diff
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_FILES,
+    Limits,
+    RestoreInterrupted,
+    SnapshotError,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_store import (
+    apply_restore,
+    delete_snapshots,
+    list_snapshots,
+    plan_restore,
+    prune_ids,
+    public_summary,
+    resolve_id,
+    take_snapshot,
+    validate_snapshot_name,
 )
 
 MODULE = "config_snapshot"
@@ -254,6 +363,8 @@ def _argument_spec() -> dict:
         state={"type": "str", "choices": ["present", "restored", "absent", "query"], "default": "present"},
         id={"type": "str"},
         keep={"type": "int"},
+        max_files={"type": "int", "default": DEFAULT_MAX_FILES},
+        max_bytes={"type": "int", "default": DEFAULT_MAX_BYTES},
         reason={"type": "str"},
         keep_new_files={"type": "bool", "default": False},
     )
@@ -286,10 +397,10 @@ class _Redis:
             record_or_warn(self.module, client, MODULE, action, **details)
 
 
-def _present(module: AnsibleModule, redis: _Redis, result: dict) -> None:
+def _present(module: AnsibleModule, redis: _Redis, limits: Limits, result: dict) -> None:
     params = module.params
     client = redis.required() if params["redis_keys"] else None
-    taken = snap.take_snapshot(
+    taken = take_snapshot(
         params["root"],
         params["name"],
         params["paths"],
@@ -298,69 +409,69 @@ def _present(module: AnsibleModule, redis: _Redis, result: dict) -> None:
         allowed_roots=params["allowed_roots"],
         reason=params["reason"],
         check_mode=module.check_mode,
+        limits=limits,
     )
     for warning in taken.warnings:
         module.warn(_printable(warning))
     result.update(
         changed=taken.changed,
         id=taken.snap_id,
-        path=taken.path,
-        snapshot=snap.public_summary(taken.summary),
+        snapshot_path=taken.path,
+        snapshot=public_summary(taken.summary),
         previous_id=taken.previous_id,
         changes=taken.changes,
         deleted=[],
     )
     if taken.changed and module._diff:
-        result["diff"] = snap.take_diff(taken.previous_id, taken.changes)
+        result["diff"] = take_diff(taken.previous_id, taken.changes)
     if taken.changed and not module.check_mode:
         redis.record("snapshot_taken", name=params["name"], id=taken.snap_id, reason=params["reason"])
     if params["keep"] is not None:
-        existing = [item["id"] for item in snap.list_snapshots(params["root"], params["name"])]
-        if module.check_mode and taken.changed:
-            existing.append(taken.snap_id)
-        doomed = existing[: -params["keep"]] if len(existing) > params["keep"] else []
-        result["deleted"] = snap.delete_snapshots(params["root"], params["name"], doomed, check_mode=module.check_mode)
+        would_take = [taken.snap_id] if module.check_mode and taken.changed else []
+        doomed = prune_ids(params["root"], params["name"], params["keep"], extra=would_take)
+        result["deleted"] = delete_snapshots(params["root"], params["name"], doomed, check_mode=module.check_mode)
         result["changed"] = result["changed"] or bool(result["deleted"])
         if result["deleted"] and not module.check_mode:
             redis.record("snapshots_pruned", name=params["name"], ids=result["deleted"])
 
 
-def _restored(module: AnsibleModule, redis: _Redis, result: dict) -> None:
+def _restored(module: AnsibleModule, redis: _Redis, limits: Limits, result: dict) -> None:
     params = module.params
-    plan = snap.plan_restore(
+    plan = plan_restore(
         params["root"],
         params["name"],
         params["id"],
         redis.required,
         keep_new_files=params["keep_new_files"],
         allowed_roots=params["allowed_roots"],
+        limits=limits,
     )
-    result.update(changed=plan.changed, id=plan.snap_id, path=str(plan.snapdir), restored=plan.outline())
+    result.update(changed=plan.changed, id=plan.snap_id, snapshot_path=str(plan.snapdir), restored=plan.outline())
     if plan.changed and module._diff:
-        result["diff"] = snap.restore_diff(plan)
-    if plan.changed and not module.check_mode:
-        try:
-            snap.apply_restore(plan, params["root"], params["name"], redis.client)
-        except snap.RestoreInterrupted as exc:
-            result["restored"] = exc.done
-            raise
-        redis.record("snapshot_restored", name=params["name"], id=plan.snap_id, restored=plan.outline())
+        result["diff"] = restore_diff(plan)
+    if not plan.changed or module.check_mode:
+        return
+    try:
+        apply_restore(plan, params["root"], params["name"], redis.client)
+    except RestoreInterrupted as exc:
+        result.update(changed=any(exc.done.values()), restored=exc.done)
+        redis.record("snapshot_restore_interrupted", name=params["name"], id=plan.snap_id, restored=exc.done)
+        raise
+    redis.record("snapshot_restored", name=params["name"], id=plan.snap_id, restored=plan.outline())
 
 
 def _absent(module: AnsibleModule, redis: _Redis, result: dict) -> None:
     params = module.params
     root, name = params["root"], params["name"]
-    existing = [item["id"] for item in snap.list_snapshots(root, name)]
     if params["id"] and params["id"] != "latest":
-        snap.validate_snapshot_name(params["id"], "id")
-        doomed = [params["id"]]
+        doomed = [validate_snapshot_name(params["id"], "id")]
     elif params["id"] == "latest":
-        doomed = existing[-1:]
+        doomed = [item["id"] for item in list_snapshots(root, name)][-1:]
     elif params["keep"] is not None:
-        doomed = snap.prune_ids(root, name, params["keep"])
+        doomed = prune_ids(root, name, params["keep"])
     else:
-        doomed = existing
-    deleted = snap.delete_snapshots(root, name, doomed, check_mode=module.check_mode)
+        doomed = [item["id"] for item in list_snapshots(root, name)]
+    deleted = delete_snapshots(root, name, doomed, check_mode=module.check_mode)
     result.update(changed=bool(deleted), deleted=deleted)
     if deleted and module._diff:
         result["diff"] = {"prepared": "".join(f"delete snapshot {name}/{snap_id}\n" for snap_id in deleted)}
@@ -370,11 +481,25 @@ def _absent(module: AnsibleModule, redis: _Redis, result: dict) -> None:
 
 def _query(module: AnsibleModule, result: dict) -> None:
     params = module.params
-    listed = snap.list_snapshots(params["root"], params["name"])
+    listed = list_snapshots(params["root"], params["name"])
     if params["id"]:
-        wanted = snap.resolve_id(params["root"], params["name"], params["id"])
+        wanted = resolve_id(params["root"], params["name"], params["id"])
         listed = [item for item in listed if item["id"] == wanted]
-    result["snapshots"] = [snap.public_summary(item) for item in reversed(listed)]
+    result["snapshots"] = [public_summary(item) for item in reversed(listed)]
+
+
+def _input_problem(params: dict) -> str | None:
+    if params["keep"] is not None and params["keep"] < 1:
+        return f"keep must be at least 1, got {params['keep']}"
+    with_nul = [p for p in [params["root"], *(params["paths"] or []), *(params["allowed_roots"] or [])] if "\x00" in p]
+    if with_nul:
+        return f"paths cannot contain a NUL byte: {', '.join(repr(p) for p in with_nul)}"
+    return None
+
+
+def _os_error_text(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    return f"{reason}: {exc.filename}" if exc.filename else reason
 
 
 def run_module() -> None:
@@ -386,31 +511,25 @@ def run_module() -> None:
     )
     params = module.params
     result: dict = {"changed": False}
-    if params["keep"] is not None and params["keep"] < 1:
-        module.fail_json(msg=f"keep must be at least 1, got {params['keep']}")
-    with_nul = [p for p in [params["root"], *(params["paths"] or []), *(params["allowed_roots"] or [])] if "\x00" in p]
-    if with_nul:
-        module.fail_json(msg=f"paths cannot contain a NUL byte: {', '.join(repr(p) for p in with_nul)}")
+    problem = _input_problem(params)
+    if problem:
+        module.fail_json(msg=problem)
     redis = _Redis(module)
     try:
-        snap.validate_snapshot_name(params["name"])
+        validate_snapshot_name(params["name"])
+        limits = Limits(max_files=params["max_files"], max_bytes=params["max_bytes"])
         if params["state"] == "present":
-            _present(module, redis, result)
+            _present(module, redis, limits, result)
         elif params["state"] == "restored":
-            _restored(module, redis, result)
+            _restored(module, redis, limits, result)
         elif params["state"] == "absent":
             _absent(module, redis, result)
         else:
             _query(module, result)
-    except snap.SnapshotError as exc:
+    except (SnapshotError, LockHeld) as exc:
         module.fail_json(**_printable({**result, "msg": str(exc)}))
-    except snap.LockHeld as exc:
-        module.fail_json(**_printable({**result, "msg": str(exc)}))
-    except snap.RedisError as exc:
-        msg = f"Redis failed during {params['state']} of snapshot {params['name']}: {exc}"
-        module.fail_json(**_printable({**result, "msg": msg}))
     except OSError as exc:
-        msg = f"{params['state']} of snapshot {params['name']} failed: {exc}"
+        msg = f"{params['state']} of snapshot {params['name']} failed: {_os_error_text(exc)}"
         module.fail_json(**_printable({**result, "msg": msg}))
     module.exit_json(**_printable(result))
 

@@ -1,8 +1,10 @@
-"""The config_snapshot module's contract, run through ansible-runner as AWX runs it."""
+"""The config_snapshot module's contract, run through ansible-runner as AWX runs it (real files, real Redis)."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,11 @@ def setup(tmp_path: Path, redis_server, redis_client):
     return top, args
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> str:
+    return str(tmp_path / "snapshots")
+
+
 def events(client) -> list[dict]:
     return [
         {k.decode(): v.decode() for k, v in fields.items()}
@@ -40,7 +47,7 @@ def events(client) -> list[dict]:
     ]
 
 
-def test_take_check_mode_then_take_then_take_again_is_unchanged(setup, redis_client):
+def test_take_in_check_mode_writes_nothing_and_taking_unchanged_content_again_is_unchanged(setup, redis_client):
     _top, args = setup
     checked = run_module("config_snapshot", {**args, "reason": "deploy 2"}, check=True, diff=True)
     assert (checked.failed, checked.changed) == (False, True), checked.msg
@@ -50,7 +57,7 @@ def test_take_check_mode_then_take_then_take_again_is_unchanged(setup, redis_cli
     taken = run_module("config_snapshot", {**args, "reason": "deploy 2"})
     assert (taken.failed, taken.changed) == (False, True), taken.msg
     assert taken["snapshot"]["files"] == 2 and taken["snapshot"]["keys"] == 2
-    assert Path(taken["path"], "manifest.json").is_file()
+    assert Path(taken["snapshot_path"], "manifest.json").is_file()
 
     again = run_module("config_snapshot", args)
     assert (again.failed, again.changed, again["id"]) == (False, False, taken["id"])
@@ -59,7 +66,7 @@ def test_take_check_mode_then_take_then_take_again_is_unchanged(setup, redis_cli
     ]
 
 
-def test_restore_check_mode_diff_then_restore_then_restore_again(setup, redis_client):
+def test_restore_in_check_mode_changes_nothing_then_restores_and_a_second_restore_is_unchanged(setup, redis_client):
     top, args = setup
     taken = run_module("config_snapshot", args)
     (top / "app.conf").write_text("workers = 1\n")
@@ -90,10 +97,10 @@ def test_restore_check_mode_diff_then_restore_then_restore_again(setup, redis_cl
     assert [e["action"] for e in events(redis_client)] == ["snapshot_taken", "snapshot_restored"]
 
 
-def test_corrupted_snapshot_is_refused_with_nothing_changed(setup, redis_client):
+def test_restore_refuses_corrupted_snapshot_and_changes_nothing(setup, redis_client):
     top, args = setup
     taken = run_module("config_snapshot", args)
-    blob = Path(taken["path"], "files.bin")
+    blob = Path(taken["snapshot_path"], "files.bin")
     blob.write_bytes(blob.read_bytes().replace(b"workers = 4", b"workers = 5"))
     (top / "app.conf").write_text("drifted\n")
     redis_client.set("orders:gate:router", "v2")
@@ -116,15 +123,13 @@ def test_bad_input_is_refused_in_words(setup, tmp_path):
 
     port = free_port()
     unreachable = run_module("config_snapshot", {**args, "redis_url": f"redis://127.0.0.1:{port}/0"})
-    # The address is masked by Ansible because redis_url is no_log (it may carry a password).
-    assert unreachable.failed and unreachable.msg.startswith("Cannot reach Redis at ")
-    assert f"connecting to 127.0.0.1:{port}" in unreachable.msg
+    assert unreachable.failed and unreachable.msg.startswith(f"Cannot reach Redis at 127.0.0.1:{port}/0")
 
     bad_name = run_module("config_snapshot", {**args, "name": "../orders"})
     assert bad_name.failed and "name '../orders' must not contain '/'" in bad_name.msg
 
 
-def test_keep_prunes_the_oldest_query_lists_and_absent_deletes(setup):
+def test_keep_prunes_the_oldest_query_lists_the_rest_and_absent_deletes(setup):
     top, args = setup
     files_only = {k: v for k, v in args.items() if k not in ("redis_keys", "redis_url")}
     first = run_module("config_snapshot", {**files_only, "reason": "r0"})
@@ -139,3 +144,75 @@ def test_keep_prunes_the_oldest_query_lists_and_absent_deletes(setup):
     deleted = run_module("config_snapshot", {**files_only, "state": "absent", "id": second["id"]})
     assert (deleted.changed, deleted["deleted"]) == (True, [second["id"]])
     assert [p.name for p in Path(args["root"], "orders").iterdir() if not p.name.startswith(".")] == ["history.jsonl"]
+
+
+def _chattr(flag: str, path: Path) -> None:
+    subprocess.run(["chattr", flag, str(path)], check=True, capture_output=True)
+
+
+def test_take_and_restore_of_non_utf8_file_names_succeed_with_escaped_names(tmp_path, store):
+    top = tmp_path / "etc"
+    top.mkdir()
+    odd = os.fsencode(top) + b"/caf\xe9.conf"  # latin-1 name
+    Path(os.fsdecode(odd)).write_text("v1\n")
+    (top / "new\nline.conf").write_text("v1\n")
+    args = {"name": "n", "root": store, "paths": [str(top)]}
+
+    taken = run_module("config_snapshot", args, diff=True)
+    assert (taken.failed, taken.changed) == (False, True), taken.msg
+    assert str(top / "caf\\xe9.conf") in taken["changes"]["files_added"]
+
+    Path(os.fsdecode(odd)).write_text("v2\n")
+    restored = run_module("config_snapshot", {**args, "state": "restored"}, diff=True)
+    assert (restored.failed, restored.changed) == (False, True), restored.msg
+    assert restored["restored"]["files_restored"] == [str(top / "caf\\xe9.conf")]
+    assert Path(os.fsdecode(odd)).read_text() == "v1\n"
+
+
+def test_restore_stopped_half_way_says_what_was_done_and_converges_when_run_again(
+    tmp_path, store, redis_server, redis_client
+):
+    top = tmp_path / "etc"
+    (top / "a").mkdir(parents=True)
+    (top / "b").mkdir()
+    (top / "a" / "1.conf").write_text("1\n")
+    (top / "b" / "2.conf").write_text("2\n")
+    redis_client.set("cfg:gate", "on")
+    args = {"name": "n", "root": store, "paths": [str(top)], "redis_keys": ["cfg:*"], "redis_url": redis_server.url}
+    assert not run_module("config_snapshot", args).failed
+    before = tree_state(top)
+    (top / "a" / "1.conf").write_text("changed\n")
+    (top / "b" / "2.conf").write_text("changed\n")
+    redis_client.set("cfg:gate", "off")
+    try:
+        _chattr("+i", top / "b")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"no immutable directories here: {exc}")
+    try:
+        stopped = run_module("config_snapshot", {**args, "state": "restored"})
+    finally:
+        _chattr("-i", top / "b")
+
+    assert stopped.failed
+    assert str(top / "b" / "2.conf") in stopped.msg and "Operation not permitted" in stopped.msg
+    assert "not restored" in stopped.msg and "run again" in stopped.msg
+    assert stopped["restored"]["files_restored"] == [str(top / "a" / "1.conf")]
+    assert stopped["restored"]["keys_restored"] == []
+    assert redis_client.get("cfg:gate") == b"off"
+
+    again = run_module("config_snapshot", {**args, "state": "restored"})
+    assert (again.failed, again.changed) == (False, True), again.msg
+    assert again["restored"]["files_restored"] == [str(top / "b" / "2.conf")]
+    assert tree_state(top) == before and redis_client.get("cfg:gate") == b"on"
+    shutil.rmtree(top)
+
+
+def test_a_path_with_a_nul_byte_is_refused_in_words_for_take_and_restore(tmp_path):
+    for state in ("present", "restored"):
+        result = run_module(
+            "config_snapshot",
+            {"name": "app", "root": str(tmp_path / "store"), "paths": ["/etc/app\x00.conf"], "state": state},
+        )
+        assert result.failed
+        assert result.msg == "paths cannot contain a NUL byte: '/etc/app\\x00.conf'"
+    assert not (tmp_path / "store").exists()

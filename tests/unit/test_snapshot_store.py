@@ -1,4 +1,5 @@
-"""Snapshots of files and Redis keys: taken, verified, restored, listed, pruned (real files, real Redis)."""
+"""The snapshot store: snapshots of files and Redis keys taken, verified, restored, listed and pruned
+(real files, real Redis)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from ansible_collections.queueops.rollback.plugins.module_utils import snapshots as snap
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_diff import restore_diff
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
+    CorruptSnapshot,
+    PathNotAllowed,
+    RestorePlan,
+    SnapshotError,
+    UnknownSnapshot,
+    load_manifest,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_store import (
+    TakeResult,
+    apply_restore,
+    delete_snapshots,
+    list_snapshots,
+    plan_restore,
+    prune_ids,
+    resolve_id,
+    take_snapshot,
+)
 from tests.support.state import key_dumps, tree_state
 
 PATTERNS = ["app:*"]
@@ -79,16 +98,14 @@ def seed_keys(client) -> None:
     client.set("other:untouched", "keep me")
 
 
-def take(store: str, etc: Path, client=None, **kwargs) -> snap.TakeResult:
+def take(store: str, etc: Path, client=None, **kwargs) -> TakeResult:
     patterns = PATTERNS if client is not None else []
-    return snap.take_snapshot(
-        store, "orders", [str(etc / "app"), str(etc / "unit.service")], patterns, client, **kwargs
-    )
+    return take_snapshot(store, "orders", [str(etc / "app"), str(etc / "unit.service")], patterns, client, **kwargs)
 
 
-def restore(store: str, client=None, snap_id=None, **kwargs) -> snap.RestorePlan:
-    plan = snap.plan_restore(store, "orders", snap_id, (lambda: client) if client is not None else None, **kwargs)
-    snap.apply_restore(plan, store, "orders", client)
+def restore(store: str, client=None, snap_id=None, **kwargs) -> RestorePlan:
+    plan = plan_restore(store, "orders", snap_id, (lambda: client) if client is not None else None, **kwargs)
+    apply_restore(plan, store, "orders", client)
     return plan
 
 
@@ -164,7 +181,7 @@ def test_round_trip_restores_every_redis_type_with_its_ttl(etc, store, redis_cli
     assert redis_client.pttl("app:counter") == -1
     assert redis_client.pttl("app:list") == -1
     assert plan.outline()["keys_deleted"] == ["app:added-later"]
-    assert not snap.plan_restore(store, "orders", None, lambda: redis_client).changed  # every type in place
+    assert not plan_restore(store, "orders", None, lambda: redis_client).changed  # every type in place
     assert set(plan.outline()["keys_restored"]) == {
         "app:gate:new-router", "app:counter", "app:routing", "app:list", "app:set", "app:limits", "app:stream",
     }  # fmt: skip
@@ -173,7 +190,7 @@ def test_round_trip_restores_every_redis_type_with_its_ttl(etc, store, redis_cli
 def test_binary_key_names_round_trip(store, redis_client):
     name = b"app:\xff\xfe-raw"
     redis_client.set(name, b"\x00\x01")
-    snap.take_snapshot(store, "orders", [], PATTERNS, redis_client)
+    take_snapshot(store, "orders", [], PATTERNS, redis_client)
     redis_client.set(name, b"changed")
     restore(store, redis_client)
     assert redis_client.get(name) == b"\x00\x01"
@@ -182,7 +199,7 @@ def test_binary_key_names_round_trip(store, redis_client):
 def test_event_stream_is_never_snapshotted_nor_rolled_back(store, redis_client):
     redis_client.xadd("queueops:events", {"action": "before"})
     redis_client.set("cfg", "1")
-    taken = snap.take_snapshot(store, "orders", [], ["*"], redis_client)
+    taken = take_snapshot(store, "orders", [], ["*"], redis_client)
     assert taken.summary["keys"] == 1
     redis_client.xadd("queueops:events", {"action": "after"})
     redis_client.set("cfg", "2")
@@ -215,7 +232,7 @@ def test_taking_unchanged_content_returns_the_latest_id_unchanged(etc, store, re
     time.sleep(0.01)  # TTLs decay between the two: that is not a change
     again = take(store, etc, redis_client)
     assert (again.changed, again.snap_id) == (False, first.snap_id)
-    assert len(snap.list_snapshots(store, "orders")) == 1
+    assert len(list_snapshots(store, "orders")) == 1
 
     redis_client.hset("app:routing", "task1", "other")
     changed = take(store, etc, redis_client, reason="deploy 2.4.1")
@@ -228,11 +245,11 @@ def test_restore_of_what_is_in_place_changes_nothing(etc, store, redis_client):
     seed_keys(redis_client)
     take(store, etc, redis_client)
     # Hash-table encoded sets and hashes DUMP differently after RESTORE: still "in place".
-    assert not snap.plan_restore(store, "orders", None, lambda: redis_client).changed
+    assert not plan_restore(store, "orders", None, lambda: redis_client).changed
     redis_client.hset("app:routing", "task1", "other")
     (etc / "app" / "app.conf").write_text("changed\n")
     assert restore(store, redis_client).changed
-    again = snap.plan_restore(store, "orders", None, lambda: redis_client)
+    again = plan_restore(store, "orders", None, lambda: redis_client)
     assert not again.changed, again.outline()
 
 
@@ -294,7 +311,7 @@ def _flip_key_payload(snapdir: Path) -> str:
     "corrupt", [_flip_file_blob, _truncate_file_blob, _truncate_keys, _flip_key_payload, _remove_manifest,
                 _edit_manifest],
 )  # fmt: skip
-def test_corrupted_snapshot_is_refused_and_nothing_changes(etc, store, redis_client, corrupt):
+def test_restore_refuses_corrupted_snapshot_and_changes_nothing(etc, store, redis_client, corrupt):
     seed_keys(redis_client)
     taken = take(store, etc, redis_client)
     (etc / "app" / "app.conf").write_text("drifted\n")
@@ -304,8 +321,8 @@ def test_corrupted_snapshot_is_refused_and_nothing_changes(etc, store, redis_cli
     expected_message = corrupt(Path(taken.path))
     files_before, keys_before = tree_state(etc), key_dumps(redis_client)
 
-    with pytest.raises(snap.CorruptSnapshot) as raised:
-        snap.plan_restore(store, "orders", None, lambda: redis_client)
+    with pytest.raises(CorruptSnapshot) as raised:
+        plan_restore(store, "orders", None, lambda: redis_client)
 
     assert f"snapshot orders/{taken.snap_id} is corrupt" in str(raised.value)
     assert expected_message in str(raised.value)
@@ -316,61 +333,77 @@ def test_corrupted_snapshot_is_refused_and_nothing_changes(etc, store, redis_cli
 def test_half_written_snapshot_is_never_listed(etc, store):
     taken = take(store, etc)
     (Path(store) / "orders" / ".tmp-crashed").mkdir()
-    assert [item["id"] for item in snap.list_snapshots(store, "orders")] == [taken.snap_id]
-    assert snap.resolve_id(store, "orders", None) == taken.snap_id
+    assert [item["id"] for item in list_snapshots(store, "orders")] == [taken.snap_id]
+    assert resolve_id(store, "orders", None) == taken.snap_id
+
+
+def test_take_equal_to_a_corrupt_latest_snapshot_takes_a_new_one(tmp_path, store):
+    top = tmp_path / "etc"
+    top.mkdir()
+    (top / "app.conf").write_text("x\n")
+    first = take_snapshot(store, "orders", [str(top)], [], None)
+    blob = Path(first.path, "files.bin")
+    blob.write_bytes(blob.read_bytes()[:-1])
+
+    again = take_snapshot(store, "orders", [str(top)], [], None)
+    assert again.changed and again.snap_id != first.snap_id
+    assert any("corrupt" in warning for warning in again.warnings), again.warnings
+    (top / "app.conf").write_text("drifted\n")
+    restore(store)  # the latest is the good one
+    assert (top / "app.conf").read_text() == "x\n"
 
 
 # ------------------------------------------------------------------------------ listing, pruning
 
 
-def test_listing_and_pruning_keep_the_newest(etc, store):
+def test_pruning_keeps_the_newest_and_listing_is_oldest_first(etc, store):
     ids = []
     for n in range(4):
         (etc / "app" / "app.conf").write_text(f"version {n}\n")
         ids.append(take(store, etc, reason=f"r{n}").snap_id)
-    listed = snap.list_snapshots(store, "orders")
+    listed = list_snapshots(store, "orders")
     assert [item["id"] for item in listed] == ids
     assert [item["reason"] for item in listed] == ["r0", "r1", "r2", "r3"]
     assert all(item["size"] > 0 and item["files"] == 6 for item in listed)
 
-    doomed = snap.prune_ids(store, "orders", 2)
+    doomed = prune_ids(store, "orders", 2)
     assert doomed == ids[:2]
-    assert snap.delete_snapshots(store, "orders", doomed) == ids[:2]
-    assert [item["id"] for item in snap.list_snapshots(store, "orders")] == ids[2:]
-    assert snap.delete_snapshots(store, "orders", ids[:2]) == []  # already gone
+    assert delete_snapshots(store, "orders", doomed) == ids[:2]
+    assert [item["id"] for item in list_snapshots(store, "orders")] == ids[2:]
+    assert delete_snapshots(store, "orders", ids[:2]) == []  # already gone
 
 
 def test_unknown_id_is_refused_naming_the_latest(etc, store):
     taken = take(store, etc)
     with pytest.raises(
-        snap.UnknownSnapshot, match=rf"snapshot '20200101T000000Z-deadbeef' of 'orders' not found.*{taken.snap_id}"
+        UnknownSnapshot, match=rf"snapshot '20200101T000000Z-deadbeef' of 'orders' not found.*{taken.snap_id}"
     ):
-        snap.plan_restore(store, "orders", "20200101T000000Z-deadbeef")
-    with pytest.raises(snap.SnapshotError, match=r"must not contain '/'"):
-        snap.plan_restore(store, "orders", "../../etc")
-    with pytest.raises(snap.UnknownSnapshot, match=r"no snapshot of 'payments'"):
-        snap.plan_restore(store, "payments", None)
+        plan_restore(store, "orders", "20200101T000000Z-deadbeef")
+    with pytest.raises(SnapshotError, match=r"must not contain '/'"):
+        plan_restore(store, "orders", "../../etc")
+    with pytest.raises(UnknownSnapshot, match=r"no snapshot of 'payments'"):
+        plan_restore(store, "payments", None)
 
 
 # -------------------------------------------------------------------------------- paths, globs
 
 
-def test_path_outside_allowed_roots_is_refused(etc, store, tmp_path):
-    with pytest.raises(snap.PathNotAllowed, match=r"path /etc/passwd is outside allowed_roots"):
-        snap.take_snapshot(store, "orders", [str(etc / "app"), "/etc/passwd"], [], allowed_roots=[str(etc)])
+def test_paths_outside_allowed_roots_are_refused_for_take_and_restore(etc, store, tmp_path):
+    with pytest.raises(PathNotAllowed, match=r"path /etc/passwd is outside allowed_roots"):
+        take_snapshot(store, "orders", [str(etc / "app"), "/etc/passwd"], [], allowed_roots=[str(etc)])
     os.symlink("/etc", etc / "escape")
-    with pytest.raises(snap.PathNotAllowed, match=r"escape/hostname is outside allowed_roots"):
-        snap.take_snapshot(store, "orders", [str(etc / "escape" / "hostname")], [], allowed_roots=[str(etc)])
+    with pytest.raises(PathNotAllowed, match=r"escape/hostname is outside allowed_roots"):
+        take_snapshot(store, "orders", [str(etc / "escape" / "hostname")], [], allowed_roots=[str(etc)])
     take(store, etc)
-    with pytest.raises(snap.PathNotAllowed, match=r"unit.service is outside allowed_roots"):
-        snap.plan_restore(store, "orders", None, allowed_roots=[str(etc / "app")])
+    with pytest.raises(PathNotAllowed, match=r"unit.service is outside allowed_roots"):
+        plan_restore(store, "orders", None, allowed_roots=[str(etc / "app")])
     assert not Path(store, "orders", ".lock").read_text()  # nothing held, nothing started
 
 
-def test_globs_and_absent_paths(etc, store):
+def test_restore_removes_new_glob_matches_and_paths_absent_at_snapshot_time(etc, store):
     pattern = str(etc / "app" / "**" / "*.conf")
     missing = str(etc / "app" / "later.conf.d")
-    taken = snap.take_snapshot(store, "orders", [pattern, missing], [])
+    taken = take_snapshot(store, "orders", [pattern, missing], [])
     assert any("later.conf.d does not exist" in warning for warning in taken.warnings)
     assert taken.summary["files"] == 3  # app.conf, current.conf (symlink), conf.d/limits.conf
     (etc / "app" / "conf.d" / "extra.conf").write_text("new\n")
@@ -387,22 +420,22 @@ def test_globs_and_absent_paths(etc, store):
     assert (etc / "app" / "notes.txt").exists()
 
 
-def test_snapshot_root_inside_a_snapshotted_directory_is_skipped(tmp_path):
+def test_snapshot_root_inside_a_snapshotted_directory_is_never_snapshotted(tmp_path):
     (tmp_path / "app.conf").write_text("x\n")
     store = str(tmp_path / "snapshots")
-    first = snap.take_snapshot(store, "orders", [str(tmp_path)], [])
-    assert [e["path"] for e in snap.load_manifest(Path(first.path))["entries"]] == [
+    first = take_snapshot(store, "orders", [str(tmp_path)], [])
+    assert [e["path"] for e in load_manifest(Path(first.path))["entries"]] == [
         str(tmp_path), str(tmp_path / "app.conf"),
     ]  # fmt: skip
-    again = snap.take_snapshot(store, "orders", [str(tmp_path)], [])
+    again = take_snapshot(store, "orders", [str(tmp_path)], [])
     assert not again.changed
-    assert not snap.plan_restore(store, "orders", None).changed
+    assert not plan_restore(store, "orders", None).changed
 
 
 # ------------------------------------------------------------------------------------ diffs
 
 
-def test_restore_diff_shows_text_diff_binary_and_key_changes(etc, store, redis_client):
+def test_restore_diff_shows_text_diffs_binary_sizes_modes_and_key_changes(etc, store, redis_client):
     seed_keys(redis_client)
     take(store, etc, redis_client)
     (etc / "app" / "app.conf").write_text("workers = 1\nqueues = orders,emails\n")
@@ -413,8 +446,8 @@ def test_restore_diff_shows_text_diff_binary_and_key_changes(etc, store, redis_c
     redis_client.delete("app:list")
     redis_client.set("app:added-later", "x")
 
-    plan = snap.plan_restore(store, "orders", None, lambda: redis_client)
-    diffs = snap.restore_diff(plan)
+    plan = plan_restore(store, "orders", None, lambda: redis_client)
+    diffs = restore_diff(plan)
 
     text = next(d for d in diffs if d.get("before_header") == str(etc / "app" / "app.conf"))
     assert (text["before"], text["after"]) == (
