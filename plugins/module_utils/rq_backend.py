@@ -55,6 +55,7 @@ WORKERS_KEY = "rq:workers"
 WORKER_PREFIX = "rq:worker:"
 JOB_PREFIX = "rq:job:"
 SUSPENDED_KEY = "rq:suspended"
+RQ_DEFAULT_HEARTBEAT_TIMEOUT = 90  # rq keeps a busy worker's key 60 s past its 30 s monitoring interval
 
 REGISTRY_TEMPLATES = {
     "started": "rq:wip:{0}",
@@ -124,27 +125,32 @@ class StartedEntry:
     queue: str
     worker: str | None = None
     started_at: str | None = None
+    expires_at: float | None = None  # the registry score: RQ's deadline for the job's heartbeat
+    abandoned: str | None = None  # why nothing will finish it (see ``abandoned_reason``), or None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        entry = {
             "job_id": self.job_id,
             "execution_id": self.execution_id,
             "queue": self.queue,
             "worker": self.worker,
             "started_at": self.started_at,
         }
+        if self.abandoned:
+            entry["reason"] = self.abandoned
+        return entry
 
 
 def started_entries(client, queues: list[str]) -> list[StartedEntry]:
     """Jobs in the started registries of ``queues`` (both layouts), with their worker from the job hash."""
     with client.pipeline(transaction=False) as pipe:
         for queue in queues:
-            pipe.zrange(started_registry_key(queue), 0, -1)
+            pipe.zrange(started_registry_key(queue), 0, -1, withscores=True)
         members_per_queue = pipe.execute()
     entries = [
-        StartedEntry(*parse_started_member(member), queue=queue)
+        StartedEntry(*parse_started_member(member), queue=queue, expires_at=score)
         for queue, members in zip(queues, members_per_queue)
-        for member in members
+        for member, score in members
     ]
     if entries:
         with client.pipeline(transaction=False) as pipe:
@@ -523,32 +529,28 @@ def resume_queues(client, queues: list[str], *, allow_unknown: bool = False, che
 
 
 def gone_workers(client, names: set[str]) -> set[str]:
-    """Those of ``names`` whose worker is gone: hash expired or marked dead, or (when CLIENT LIST
-    answers) no connection named after it left, as after a SIGKILL or an OOM kill."""
+    """Those of ``names`` whose worker is gone (see ``worker_gone_reason``)."""
     if not names:
         return set()
-    ordered = sorted(names)
-    with client.pipeline(transaction=False) as pipe:
-        for name in ordered:
-            pipe.hmget(worker_key(name), "birth", "death")
-        hashes = pipe.execute()
-    connected = live_worker_names(client)
-    return {
-        name
-        for name, (birth, death) in zip(ordered, hashes)
-        if not birth or death or (connected is not None and name not in connected)
-    }
+    states, now = worker_states(client), time.time()
+    return {name for name in names if worker_gone_reason(states.get(name), now) is not None}
 
 
-def split_in_flight(client, queues: list[str]) -> tuple[list[StartedEntry], list[StartedEntry]]:
+def split_in_flight(
+    client, queues: list[str], heartbeat_timeout: float = RQ_DEFAULT_HEARTBEAT_TIMEOUT
+) -> tuple[list[StartedEntry], list[StartedEntry]]:
     """``(running, abandoned)`` in the started registries of ``queues``, without our wake-up jobs.
 
-    Abandoned: the job hash names a worker that is gone; nothing will finish those (task_requeue
-    replays them), so a drain does not wait for them.
+    Abandoned (``abandoned_reason``): nothing will finish those (task_requeue replays them), so a
+    drain does not wait for them and queue_info lists them apart.
     """
     entries = [entry for entry in started_entries(client, queues) if not is_wake_job(entry.job_id)]
-    gone = gone_workers(client, {entry.worker for entry in entries if entry.worker})
-    return [e for e in entries if e.worker not in gone], [e for e in entries if e.worker in gone]
+    states, now = worker_states(client), time.time()
+    for entry in entries:
+        entry.abandoned = abandoned_reason(
+            entry.expires_at, entry.worker, states, parse_time(entry.started_at), now, heartbeat_timeout
+        )
+    return [e for e in entries if not e.abandoned], [e for e in entries if e.abandoned]
 
 
 def in_flight(client, queues: list[str]) -> list[StartedEntry]:
@@ -656,7 +658,6 @@ return ids
 
 RQ_REQUEUE_BATCH = 1000
 RQ_BATCHES_PER_ROUND_TRIP = 8
-RQ_DEFAULT_HEARTBEAT_TIMEOUT = 90  # rq keeps a busy worker's key 60 s past its 30 s monitoring interval
 
 
 def _rq_job_fields(client, job_ids: list[str], fields: tuple[str, ...]) -> list[list[bytes | None]]:
@@ -669,13 +670,12 @@ def _rq_job_fields(client, job_ids: list[str], fields: tuple[str, ...]) -> list[
     return rows
 
 
-def _rq_worker_states(client) -> dict[str, dict[str, float | bool | None]]:
-    """Birth and last heartbeat of every live worker (registered, hash not expired, no death), and
-    whether its named connection is open (None when CLIENT LIST is refused)."""
+def worker_states(client) -> dict[str, dict[str, float | bool | None]]:
+    """Birth and last heartbeat of every registered worker (hash not expired, no death), and whether
+    its named connection is open (None when CLIENT LIST is refused)."""
     connected = live_worker_names(client)
     return {
         worker.name: {
-            "alive": True,
             "birth": worker.birth.timestamp() if worker.birth else None,
             "last_heartbeat": worker.last_heartbeat.timestamp() if worker.last_heartbeat else None,
             "connected": None if connected is None else worker.name in connected,
@@ -684,23 +684,49 @@ def _rq_worker_states(client) -> dict[str, dict[str, float | bool | None]]:
     }
 
 
-def _rq_abandoned_reason(
-    score: float, worker: dict | None, started_at: float | None, now: float, heartbeat_timeout: float
+def worker_gone_reason(
+    state: dict | None, now: float, heartbeat_timeout: float = RQ_DEFAULT_HEARTBEAT_TIMEOUT
 ) -> str | None:
-    """Why a started entry is abandoned, or None when its worker may still be running it."""
-    if score < now:
-        return "its heartbeat expired"
-    if worker is None or not worker["alive"]:
+    """The one liveness rule of RQ workers (queue_pause, queue_info, task_requeue, rollout_check).
+
+    Gone: its hash expired or says it died, or no connection is named after it (a SIGKILLed or
+    OOM-killed worker leaves a hash that looks alive for minutes, but its connection closes at
+    once). Only when CLIENT LIST is refused is a heartbeat older than ``heartbeat_timeout`` the
+    sign (a busy worker refreshes it every 30 s only).
+    """
+    if state is None:
         return "its worker is gone"
-    # A busy RQ worker refreshes its heartbeat only every job_monitoring_interval (30 s): a stale
-    # heartbeat alone does not prove it gone while its connection is open (a hung one still lets the
-    # registry entry expire, caught above).
+    if state["connected"] is False:
+        return "its worker is gone (no connection named after it: killed)"
     if (
-        worker["last_heartbeat"] is not None
-        and now - worker["last_heartbeat"] > heartbeat_timeout
-        and not worker.get("connected")
+        state["connected"] is None
+        and state["last_heartbeat"] is not None
+        and now - state["last_heartbeat"] > heartbeat_timeout
     ):
         return f"its worker's last heartbeat is older than {heartbeat_timeout:g} s"
+    return None
+
+
+def abandoned_reason(
+    expires_at: float | None,
+    worker_name: str | None,
+    states: dict[str, dict],
+    started_at: float | None,
+    now: float,
+    heartbeat_timeout: float,
+) -> str | None:
+    """Why a started entry is abandoned, or None when its worker may still be running it.
+
+    An entry whose job names no worker is left to RQ's own expiry (its registry score).
+    """
+    if expires_at is not None and expires_at < now:
+        return "its heartbeat expired"
+    if not worker_name:
+        return None
+    worker = states.get(worker_name)
+    gone = worker_gone_reason(worker, now, heartbeat_timeout)
+    if gone:
+        return gone
     if worker["birth"] is not None and started_at is not None and worker["birth"] > started_at:
         return "its worker restarted after it started"
     return None
@@ -720,7 +746,7 @@ def _rq_select(
     rows = _rq_job_fields(client, job_ids, ("worker_name", "ended_at", "started_at", "description"))
     workers = None
     if abandoned is not None:
-        workers = _rq_worker_states(client)
+        workers = worker_states(client)
     chosen = []
     now = time.time()
     scored = members if abandoned is not None else [(member, None) for member in members]
@@ -728,9 +754,7 @@ def _rq_select(
         started = parse_time(started_at)
         if abandoned is not None:
             name = as_text(worker_name)
-            reason = _rq_abandoned_reason(
-                score, workers.get(name) if name else None, started, now, abandoned["heartbeat_timeout"]
-            )
+            reason = abandoned_reason(score, name, workers, started, now, abandoned["heartbeat_timeout"])
             if reason is None:
                 report.skip("worker still running it")
                 continue

@@ -81,26 +81,25 @@ def test_task_names_and_limit_select_and_count(redis_server, redis_client, ledge
     assert rest["replayed"] == 3
 
 
-def test_abandoned_job_of_a_killed_worker_is_recovered_once(redis_server, redis_client, ledger, workers):
+def test_abandoned_job_of_a_killed_worker_is_recovered_at_once_and_once(redis_server, redis_client, ledger, workers):
     bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0")
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
     assert wait_until(lambda: len(ledger.starts()) == 1)
     bad.kill()
+    assert redis_client.exists(f"rq:worker:{BAD}"), "its hash looks alive for minutes"
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
     args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
 
-    # Its hash is still there and its heartbeat is recent: it may still be running the job, so it stays.
-    fresh = run_module("task_requeue", args)
-    assert (fresh.changed, fresh["sources"]["abandoned"]["skipped"]) == (False, {"worker still running it": 1})
-
-    time.sleep(1.2)
-    recovered = run_module("task_requeue", dict(args, heartbeat_timeout=1))
+    # One liveness rule: queue_info and task_requeue both see the job as abandoned right away.
+    info = run_module("queue_info", {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url})
+    assert [t["job_id"] for t in info["abandoned"]["orders"]] == list(token_of)
+    recovered = run_module("task_requeue", args)
     assert not recovered.failed, recovered.msg
     assert recovered["ids"] == list(token_of)
     assert wait_until(lambda: ledger.done_counts() == {"slow-1": 1}, timeout=45)
     assert [s["worker"] for s in ledger.starts()] == [BAD, GOOD]  # killed once, then run once
-    again = run_module("task_requeue", dict(args, heartbeat_timeout=1))
+    again = run_module("task_requeue", args)
     assert (again.changed, again["replayed"]) == (False, 0)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import time
 import zlib
 
 from ansible_collections.queueops.rollback.plugins.module_utils import rq_backend
@@ -62,7 +63,8 @@ def test_wake_job_is_a_noop_at_the_head_and_is_taken_back(redis_client):
 
 
 def test_in_flight_ignores_wake_jobs_and_counts_registries(redis_client):
-    redis_client.zadd("rq:wip:orders", {"queueops-wake-" + "0" * 32: 1, "real": 1})
+    later = time.time() + 300  # RQ's deadline for the job's heartbeat
+    redis_client.zadd("rq:wip:orders", {"queueops-wake-" + "0" * 32: later, "real": later})
     redis_client.zadd("rq:failed:orders", {"f1": 1, "f2": 2})
     redis_client.rpush("rq:queue:orders", "w1")
     assert [e.job_id for e in rq_backend.in_flight(redis_client, ["orders"])] == ["real"]
