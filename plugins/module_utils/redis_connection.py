@@ -477,13 +477,9 @@ def _connection_problem(params: Mapping[str, Any], exc: BaseException, doing: st
         problem = _tls_problem(cause)
         if problem:
             return RedisConnectionError(f"Redis at {target} {problem}")
-    if _dropped_without_client_certificate(params, cause):
-        # In TLS 1.3 the server checks the client certificate after the handshake; its alert
-        # "certificate required" can be lost in the race with its closing the socket.
-        return RedisConnectionError(
-            f"Redis at {target} closed the TLS connection right after the handshake ({_reason(exc)}): "
-            "if it requires client certificates, set redis_tls_cert_path and redis_tls_key_path"
-        )
+    dropped = isinstance(cause, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
+    if dropped and doing == _CONNECT_CHECK and _tls_enabled(params):
+        return _dropped_tls_connection(params, target, exc, cause)
     reason = _reason(exc)
     hint = _tls_hint(params, exc, reason)
     if doing == _CONNECT_CHECK:
@@ -496,9 +492,19 @@ def _connection_problem(params: Mapping[str, Any], exc: BaseException, doing: st
     return RedisConnectionError(f"Lost the connection to Redis at {target} while trying to {doing}: {reason}{hint}")
 
 
-def _dropped_without_client_certificate(params: Mapping[str, Any], cause: BaseException | None) -> bool:
-    dropped = isinstance(cause, (ssl.SSLEOFError, ConnectionResetError, BrokenPipeError))
-    return dropped and _tls_enabled(params) and not params.get("redis_tls_cert_path")
+def _dropped_tls_connection(
+    params: Mapping[str, Any], target: str, exc: BaseException, cause: BaseException
+) -> RedisConnectionError:
+    # In TLS 1.3 a server checks the client certificate after the handshake: its alert ("certificate
+    # required", "unsupported certificate") races with its closing the socket and can be lost.
+    detail = "" if isinstance(cause, ssl.SSLEOFError) else f" ({_reason(exc)})"
+    if params.get("redis_tls_cert_path"):
+        advice = "redis_tls_cert_path must be a client certificate signed by a CA it trusts"
+    else:
+        advice = "set redis_tls_cert_path and redis_tls_key_path"
+    return RedisConnectionError(
+        f"Redis at {target} closed the TLS connection{detail}: if it requires client certificates, {advice}"
+    )
 
 
 def _tls_problem(cause: ssl.SSLError) -> str | None:
