@@ -31,7 +31,7 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     Celery = None
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
 from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
     PauseError,
     PauseOutcome,
@@ -181,7 +181,8 @@ def unknown_queues(client, queues: list[str], consumed: set[str]) -> list[str]:
     for key in client.scan_iter(match=f"{_BINDING_PREFIX}*", count=1000):
         for member in client.smembers(key):
             bound.add(as_text(member).rsplit(KOMBU_SEPARATOR, 1)[-1])
-    return [q for q in candidates if q not in records and q not in bound and not queue_depth(client, q)]
+    depths = queue_depths(client, candidates)
+    return [q for q in candidates if q not in records and q not in bound and not depths[q]]
 
 
 def pause_queues(
@@ -411,15 +412,75 @@ def in_flight(
     return sorted(by_id.values(), key=lambda t: (t["queue"], str(t["id"])))
 
 
-def queue_depth(client, queue: str) -> int:
-    """Messages waiting: kombu keeps one list per queue, plus one per priority step when priorities are on."""
-    total = 0
-    pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in queue)  # the name itself, not a glob
-    for key in client.scan_iter(match=f"{pattern}*", count=1000, _type="list"):
-        name = as_text(key)
-        if name == queue or (name.startswith(f"{queue}{KOMBU_SEPARATOR}") and name[len(queue) + 2 :].isdigit()):
-            total += int(client.llen(key))
-    return total
+def queue_depths(client, queues: list[str]) -> dict[str, int]:
+    """Messages waiting per queue: kombu keeps one list per queue, plus ``<queue>\\x06\\x16<n>`` for
+    each priority step n in 1..9 when priorities are on (one pipelined LLEN each, no key scan)."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.llen(queue)
+            for priority in range(1, 10):
+                pipe.llen(f"{queue}{KOMBU_SEPARATOR}{priority}")
+        lengths = pipe.execute()
+    step = 10
+    return {queue: sum(int(n) for n in lengths[i * step : (i + 1) * step]) for i, queue in enumerate(queues)}
+
+
+def queue_facts(app, client, queues: list[str], workers: list[str] | None, timeout: float) -> dict[str, Any]:
+    """What queue_info reports for Celery: per queue depth, running / prefetched / unacked, consumers,
+    whether it exists and is paused; the workers that answered; warnings for backlogs nobody consumes."""
+    answered = consumers(app, workers, timeout)
+    nodes = sorted(answered)
+    tasks = in_flight(app, client, queues, nodes, timeout) if nodes else unacked_tasks(client, queues)
+    stats = (app.control.inspect(destination=nodes, timeout=timeout, limit=len(nodes)).stats() or {}) if nodes else {}
+    records = paused_records(client, queues)
+    depths = queue_depths(client, queues)
+    consumed = {q for c in answered.values() for q in c}
+    unknown = set(unknown_queues(client, queues, consumed))
+    facts = {}
+    for queue in queues:
+        mine = [t for t in tasks if t["queue"] == queue]
+        count = {state: sum(1 for t in mine if t["state"] == state) for state in ("active", "reserved", "unacked")}
+        facts[queue] = {
+            "exists": queue not in unknown,
+            "depth": depths[queue],
+            "in_flight": len(mine),
+            "running": count["active"],
+            "prefetched": count["reserved"],
+            "unacked": count["unacked"],
+            "consumers": sum(1 for c in answered.values() if queue in c),
+            "failed": None,
+            "scheduled": None,
+            "deferred": None,
+            "paused": queue not in consumed,
+            "paused_from": records.get(queue, []),
+        }
+    listed = []
+    for node, queues_of_node in sorted(answered.items()):
+        recorded = any(node in r for r in records.values())
+        if workers is None and not set(queues_of_node) & set(queues) and not recorded:
+            continue
+        identity = parse_worker_name(node)
+        listed.append(
+            {
+                "name": node,
+                "host": node_host(node),
+                "pid": (stats.get(node) or {}).get("pid"),
+                "state": "consuming" if set(queues_of_node) & set(queues) else "paused",
+                "queues": queues_of_node,
+                "pool": identity.pool if identity else None,
+                "release": identity.version if identity else None,
+            }
+        )
+    return {"queues": facts, "workers": listed, "warnings": backlog_warnings(facts)}
+
+
+def backlog_warnings(facts: dict[str, dict[str, Any]]) -> list[str]:
+    """One warning per queue with tasks waiting and no live consumer (not paused on purpose)."""
+    return [
+        f"queue {queue} has {f['depth']} task(s) waiting and no live worker consumes it"
+        for queue, f in facts.items()
+        if f["depth"] and not f["consumers"] and not f.get("paused_from")
+    ]
 
 
 # --- replay and health gate (task_requeue, rollout_check) ---
@@ -534,12 +595,7 @@ def celery_requeue(
 
 def celery_backlog(client, queues: list[str]) -> int:
     """Messages waiting in the kombu Redis lists of the queues (priority sub-lists included)."""
-    pipe = client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.llen(queue)
-        for priority in (3, 6, 9):
-            pipe.llen(f"{queue}{KOMBU_SEPARATOR}{priority}")
-    return sum(pipe.execute())
+    return sum(queue_depths(client, queues).values())
 
 
 def celery_observe(app, worker_ok, window: float, ping_timeout: float = 1.0) -> dict:

@@ -577,6 +577,56 @@ def queue_counts(client, queue: str) -> dict[str, int]:
     }
 
 
+def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
+    """What queue_info reports for RQ: per queue depth, registries, in flight, consumers, whether it
+    exists and is paused; the workers (``state: gone`` for those the liveness rule says are gone);
+    abandoned jobs; warnings for a backlog nobody consumes and for a suspension no worker can start in."""
+    queues = queues or known_queues(client)
+    pause = suspension(client)
+    states, now = worker_states(client), time.time()
+    workers = list_workers(client, queues)
+    gone = {w.name for w in workers if worker_gone_reason(states.get(w.name), now)}
+    unknown = set(unknown_queues(client, queues))
+    facts, abandoned = {}, {}
+    for queue in queues:
+        counts = queue_counts(client, queue)
+        running, left = split_in_flight(client, [queue])
+        if left:
+            abandoned[queue] = [e.as_dict() for e in left]
+        facts[queue] = {
+            "exists": queue not in unknown,
+            "depth": counts["depth"],
+            "in_flight": len(running),
+            "consumers": sum(1 for w in workers if queue in w.queues and w.name not in gone),
+            "failed": counts["failed"],
+            "scheduled": counts["scheduled"],
+            "deferred": counts["deferred"],
+            "finished": counts["finished"],
+            "paused": pause["suspended"],
+        }
+    listed = []
+    for worker in workers:
+        entry = worker.as_dict()
+        if worker.name in gone:
+            entry["state"] = "gone"
+        listed.append(entry)
+    warnings = [
+        f"queue {queue} has {f['depth']} job(s) waiting and no live worker consumes it"
+        for queue, f in facts.items()
+        if f["depth"] and not f["consumers"]
+    ]
+    if pause["suspended"] and not any(worker_gone_reason(st, now) is None for st in states.values()):
+        warnings.append(NO_WORKER_WHILE_SUSPENDED.format(db=_db_number(client)))
+    return {
+        "queues": facts,
+        "workers": listed,
+        "suspended": pause["suspended"],
+        "suspension_ttl": pause["ttl"],
+        "abandoned": abandoned,
+        "warnings": warnings,
+    }
+
+
 def known_queues(client) -> list[str]:
     return sorted(as_text(k)[len(QUEUE_PREFIX) :] for k in client.smembers(QUEUES_KEY))
 

@@ -49,33 +49,49 @@ EXAMPLES = r"""
 RETURN = r"""
 queues:
   description:
-    - Queue name to its facts (depth, in_flight, failed, scheduled, deferred, paused; RQ also finished;
-      Celery also paused_from, the workers a pause took the queue from).
-    - For RQ, in_flight leaves out the jobs of workers that are gone (see RV(abandoned)).
+    - Queue name to its facts. C(exists) is false for a name nothing in Redis knows (no jobs, registries,
+      bindings or workers; a typo?). C(depth) counts what waits; C(consumers) the live workers consuming it
+      (a warning names a queue with a backlog and none). C(paused) is true while its consumption is paused.
+    - RQ also C(in_flight) (the started registry less the jobs of workers that are gone, see RV(abandoned)),
+      C(failed), C(scheduled), C(deferred) and C(finished).
+    - Celery also C(running) (active), C(prefetched) (reserved by a worker, not started), C(unacked) (held by
+      a worker that did not answer, from the transport's C(unacked) hash), C(in_flight) (their sum), and
+      C(paused_from), the workers a pause took the queue from. C(failed), C(scheduled) and C(deferred) are
+      null (the broker does not keep them).
   returned: always
   type: dict
   sample:
-    orders: {"depth": 3, "in_flight": 1, "failed": 0, "scheduled": 0, "deferred": 0, "finished": 7, "paused": false}
+    orders: {"exists": true, "depth": 3, "in_flight": 1, "consumers": 2, "failed": 0, "scheduled": 0,
+             "deferred": 0, "finished": 7, "paused": false}
 abandoned:
   description:
     - RQ. Queue name to the jobs left in its started registry by workers that are gone (killed; worker hash
-      expired or marked dead, or no Redis connection named after them), with job_id, queue and worker.
-      Only queues that have some. C(queueops.rollback.task_requeue) replays them.
+      expired or marked dead, or no Redis connection named after them), with job_id, queue, worker and
+      reason. Only queues that have some. C(queueops.rollback.task_requeue) replays them.
   returned: backend is rq
   type: dict
+  sample: {"orders": [{"job_id": "5f0c", "execution_id": null, "queue": "orders", "worker": "orders:2.4.1:1",
+           "started_at": "2026-12-01T10:00:00.000000Z", "reason": "its worker is gone"}]}
 workers:
-  description: Workers of those queues (name, host, state, pool, release, last_heartbeat, queues).
+  description:
+    - Workers of those queues (name, host, pid, state, queues, pool, release; RQ also last_heartbeat, birth,
+      current_job and rq_version). An RQ worker the liveness rule finds gone (killed, its hash still there)
+      has C(state) V(gone). Celery workers have C(state) V(consuming) or V(paused).
   returned: always
   type: list
   elements: dict
+  sample: [{"name": "orders:2.4.1:1", "host": "web-1", "pid": 4242, "state": "idle", "queues": ["orders"],
+            "pool": "orders", "release": "2.4.1"}]
 suspended:
   description: RQ. Whether C(rq:suspended) is set (it pauses every queue of the Redis database).
   returned: backend is rq
   type: bool
+  sample: false
 suspension_ttl:
   description: RQ. Seconds before the suspension expires; null when it does not expire or is not set.
   returned: backend is rq
   type: int
+  sample: 1790
 """
 
 from typing import Any
@@ -83,7 +99,6 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import parse_worker_name
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
     REDIS_REQUIRED_TOGETHER,
@@ -92,36 +107,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
 )
 
 
-def _rq_info(client, queues: list[str] | None) -> dict[str, Any]:
-    queues = queues or rq_backend.known_queues(client)
-    suspension = rq_backend.suspension(client)
-    facts = {}
-    abandoned: dict[str, list] = {}
-    for queue in queues:
-        counts = rq_backend.queue_counts(client, queue)
-        running, gone = rq_backend.split_in_flight(client, [queue])
-        if gone:
-            abandoned[queue] = [e.as_dict() for e in gone]
-        facts[queue] = {
-            "depth": counts["depth"],
-            "in_flight": len(running),
-            "failed": counts["failed"],
-            "scheduled": counts["scheduled"],
-            "deferred": counts["deferred"],
-            "finished": counts["finished"],
-            "paused": suspension["suspended"],
-        }
-    workers = [w.as_dict() for w in rq_backend.list_workers(client, queues)]
-    return {
-        "queues": facts,
-        "workers": workers,
-        "suspended": suspension["suspended"],
-        "suspension_ttl": suspension["ttl"],
-        "abandoned": abandoned,
-    }
-
-
-def _celery_info(module: AnsibleModule, client, queues: list[str] | None) -> dict[str, Any]:
+def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
     if celery_backend.CELERY_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib("celery"), exception=celery_backend.CELERY_IMPORT_ERROR)
     if not queues:
@@ -129,43 +115,9 @@ def _celery_info(module: AnsibleModule, client, queues: list[str] | None) -> dic
     p = module.params
     app = celery_backend.make_app(p)
     try:
-        answered = celery_backend.consumers(app, p["workers"], p["reply_timeout"])
-        nodes = sorted(answered) or None
-        tasks = celery_backend.in_flight(app, client, queues, nodes, p["reply_timeout"]) if nodes else []
-        stats = app.control.inspect(destination=nodes, timeout=p["reply_timeout"]).stats() or {} if nodes else {}
+        return celery_backend.queue_facts(app, client, queues, p["workers"], p["reply_timeout"])
     finally:
         celery_backend.close_app(app)
-    records = celery_backend.paused_records(client, queues)
-    facts = {
-        queue: {
-            "depth": celery_backend.queue_depth(client, queue),
-            "in_flight": sum(1 for t in tasks if t["queue"] == queue),
-            "failed": None,
-            "scheduled": None,
-            "deferred": None,
-            "paused": not any(queue in consumed for consumed in answered.values()),
-            "paused_from": records.get(queue, []),
-        }
-        for queue in queues
-    }
-    workers = []
-    for node, consumed in sorted(answered.items()):
-        if p["queues"] and not set(consumed) & set(queues) and not any(node in r for r in records.values()):
-            continue
-        identity = parse_worker_name(node)
-        workers.append(
-            {
-                "name": node,
-                "host": celery_backend.node_host(node),
-                "pid": (stats.get(node) or {}).get("pid"),
-                "state": "consuming" if set(consumed) & set(queues) else "paused",
-                "queues": consumed,
-                "pool": identity.pool if identity else None,
-                "release": identity.version if identity else None,
-                "last_heartbeat": None,
-            }
-        )
-    return {"queues": facts, "workers": workers}
 
 
 def run_module() -> None:
@@ -183,7 +135,9 @@ def run_module() -> None:
     queues = list(dict.fromkeys(q.strip() for q in module.params["queues"] or [] if q and q.strip()))
     client = connect(module)
     is_rq = module.params["backend"] == "rq"
-    facts = _rq_info(client, queues) if is_rq else _celery_info(module, client, queues)
+    facts = rq_backend.queue_facts(client, queues) if is_rq else _celery_facts(module, client, queues)
+    for warning in facts.pop("warnings"):
+        module.warn(warning)
     module.exit_json(changed=False, backend=module.params["backend"], **facts)
 
 

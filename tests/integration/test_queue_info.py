@@ -31,8 +31,10 @@ def test_rq_facts_show_depth_in_flight_failed_paused_and_worker_release(redis_se
         worker.kill()
     assert not info.failed and not info.changed
     assert info["queues"]["orders"] == {
+        "exists": True,
         "depth": 3,
         "in_flight": 1,
+        "consumers": 1,
         "failed": 1,
         "scheduled": 0,
         "deferred": 0,
@@ -61,3 +63,75 @@ def test_celery_facts_show_consumers_and_paused_queue(redis_server, redis_client
     assert info["queues"]["emails"]["paused"] is True and info["queues"]["emails"]["paused_from"] == [node]
     (w,) = info["workers"]
     assert (w["name"], w["host"], w["release"], w["queues"]) == (node, "test", "3.0.0", ["orders"])
+
+
+def test_rq_worker_killed_mid_job_shows_gone_and_its_job_abandoned(redis_server, redis_client, ledger, workers):
+    from rq import Queue
+
+    worker = start_rq_worker(redis_server.url, ["orders"], "orders:2.4.1:1")
+    workers.append(worker)
+    job = Queue("orders", connection=redis_client).enqueue("sampleapp.tasks.work", "running", 30)
+    assert wait_until(lambda: len(ledger.starts()) == 1)
+    worker.kill()
+    info = run_module("queue_info", {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url})
+    assert not info.failed, info.msg
+    (w,) = info["workers"]
+    assert w["state"] == "gone", "its hash still says busy, but nobody runs the job"
+    assert [(t["job_id"], t["reason"]) for t in info["abandoned"]["orders"]] == [
+        (job.id, "its worker is gone (no connection named after it: killed)")
+    ]
+    assert info["queues"]["orders"]["in_flight"] == 0 and info["queues"]["orders"]["consumers"] == 0
+
+
+def test_rq_unknown_queue_backlog_without_consumers_and_suspension_without_workers(redis_server, redis_client):
+    from rq import Queue
+
+    Queue("reports", connection=redis_client).enqueue("sampleapp.tasks.work", "waiting")
+    redis_client.set("rq:suspended", 1)
+    info = run_module("queue_info", {"backend": "rq", "queues": ["reports", "ordres"], "redis_url": redis_server.url})
+    assert not info.failed, info.msg
+    assert info["queues"]["ordres"]["exists"] is False and info["queues"]["reports"]["exists"] is True
+    assert info["queues"]["reports"]["consumers"] == 0
+    assert "queue reports has 1 job(s) waiting and no live worker consumes it" in info["warnings"]
+    assert any("`rq worker` refuses to start while it is set" in w for w in info["warnings"])
+
+
+def test_celery_in_flight_split_into_running_and_prefetched(redis_server, redis_client, ledger, workers):
+    from celery import Celery
+
+    node = "orders:3.0.0:1@test"
+    workers.append(
+        start_celery_worker(
+            redis_server.url, ["orders"], node, concurrency=1, extra_args=["--prefetch-multiplier", "4"]
+        )
+    )
+    app = Celery(broker=redis_server.url, set_as_current=False)
+    app.send_task("sampleapp.work", args=["running", 20], queue="orders")
+    for i in range(2):
+        app.send_task("sampleapp.work", args=[f"held-{i}"], queue="orders")
+    app.close()
+    assert wait_until(lambda: len(ledger.starts()) == 1)
+    args = {"backend": "celery", "queues": ["orders", "ordres"], "redis_url": redis_server.url}
+    assert wait_until(lambda: run_module("queue_info", args)["queues"]["orders"]["prefetched"] == 2, timeout=10)
+    info = run_module("queue_info", args)
+    orders = info["queues"]["orders"]
+    assert (orders["running"], orders["prefetched"], orders["in_flight"], orders["consumers"]) == (1, 2, 3, 1)
+    assert info["queues"]["ordres"]["exists"] is False
+    assert "last_heartbeat" not in info["workers"][0]
+
+
+def test_celery_unacked_tasks_are_counted_when_no_worker_answers(redis_server, redis_client, ledger, workers):
+    from celery import Celery
+
+    node = "orders:3.0.0:1@test"
+    worker = start_celery_worker(redis_server.url, ["orders"], node, concurrency=1)
+    workers.append(worker)
+    app = Celery(broker=redis_server.url, set_as_current=False)
+    app.send_task("sampleapp.work", args=["running", 30], queue="orders")
+    app.close()
+    assert wait_until(lambda: len(ledger.starts()) == 1)
+    worker.kill()  # the message stays in the transport's unacked hash until it is restored
+    args = {"backend": "celery", "queues": ["orders"], "redis_url": redis_server.url, "reply_timeout": 0.3}
+    info = run_module("queue_info", args)
+    assert not info.failed, info.msg
+    assert info["queues"]["orders"]["unacked"] == 1 and info["queues"]["orders"]["in_flight"] == 1
