@@ -683,9 +683,10 @@ def _ask_sentinel(host: str, port: int, service: str | None, params: Mapping[str
     if state is None:
         known = ", ".join(sorted(masters)) or "none"
         return address, f"does not monitor a master named '{service}' (it monitors: {known})", True
+    master = f"{state.get('ip')}:{state.get('port')}"
     if state.get("is_sdown") or state.get("is_odown") or not state.get("is_master"):
-        return address, f"reports the master of '{service}' at {state.get('ip')}:{state.get('port')} as down", True
-    return address, f"names the master {state.get('ip')}:{state.get('port')}, which did not answer", True
+        return address, f"reports the master of '{service}' at {master} as down", True
+    return address, f"names the master {master} as up now (it may have just failed over)", True
 
 
 # --- Celery -----------------------------------------------------------------------------------
