@@ -129,7 +129,7 @@ def has_glob(path: str) -> bool:
 def glob_prefix(pattern: str) -> str:
     """The directory part of ``pattern`` before its first glob character."""
     literal = pattern.split("*")[0].split("?")[0].split("[")[0]
-    return literal if literal.endswith("/") else os.path.dirname(literal) or "/"
+    return os.path.normpath(literal if literal.endswith("/") else os.path.dirname(literal) or "/")
 
 
 def _names(directory: str, component: str) -> list[str]:

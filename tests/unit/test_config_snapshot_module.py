@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from ansible_collections.queueops.rollback.plugins.modules import config_snapshot
+from tests.support.paths import COLLECTIONS_PATH
 from tests.support.redis_server import free_port
 from tests.support.runner import run_module
 from tests.support.state import key_dumps, tree_state
@@ -216,3 +221,97 @@ def test_a_path_with_a_nul_byte_is_refused_in_words_for_take_and_restore(tmp_pat
         assert result.failed
         assert result.msg == "paths cannot contain a NUL byte: '/etc/app\\x00.conf'"
     assert not (tmp_path / "store").exists()
+
+
+# ------------------------------------------------------------------ bounds, results, no redis-py
+
+# Keys every Ansible task result may carry besides what the module documents.
+_ANSIBLE_KEYS = {"changed", "failed", "msg", "diff", "warnings", "invocation", "exception", "_ansible_no_log"}
+
+
+def _documented() -> dict:
+    return yaml.safe_load(config_snapshot.RETURN)
+
+
+def test_every_return_entry_has_a_sample():
+    for name, spec in _documented().items():
+        assert "sample" in spec, name
+        for inner, inner_spec in spec.get("contains", {}).items():
+            assert "sample" in inner_spec, f"{name}.{inner}"
+
+
+def test_results_carry_what_return_documents_and_no_file_facts(setup):
+    _top, args = setup
+    documented = set(_documented())
+    runs = {
+        "present": run_module("config_snapshot", args),
+        "present again": run_module("config_snapshot", {**args, "keep": 1}),
+        "restored": run_module("config_snapshot", {**args, "state": "restored"}),
+        "query": run_module("config_snapshot", {**args, "state": "query"}),
+        "absent": run_module("config_snapshot", {**args, "state": "absent"}),
+    }
+    for label, result in runs.items():
+        assert not result.failed, (label, result.msg)
+        extra = set(result.result) - documented - _ANSIBLE_KEYS
+        assert not extra, (label, extra)  # state, mode, uid, size, owner... were added for a "path" key
+    assert runs["present"]["snapshot_path"].endswith(runs["present"]["id"])
+    assert runs["present"]["previous_id"] is None and runs["present again"]["previous_id"] == runs["present"]["id"]
+
+
+def test_a_failed_module_result_has_no_traceback_and_its_message_no_none(tmp_path):
+    """ansible-core 2.19 adds ``exception: (traceback unavailable)`` to every failed task result on the
+    controller; the module's own output carries none."""
+    args = {"ANSIBLE_MODULE_ARGS": {"name": "orders", "root": str(tmp_path / "store"), "state": "restored"}}
+    (tmp_path / "args.json").write_text(json.dumps(args))
+    module = "ansible_collections.queueops.rollback.plugins.modules.config_snapshot"
+    env = {**os.environ, "PYTHONPATH": str(COLLECTIONS_PATH)}
+    out = subprocess.run(
+        [sys.executable, "-m", module, str(tmp_path / "args.json")], capture_output=True, text=True, env=env
+    )
+    result = json.loads(out.stdout)
+    assert result["failed"] and result["msg"] == f"no snapshot of 'orders' under {tmp_path / 'store'}"
+    assert "exception" not in result
+
+
+def test_proc_glob_is_refused_in_words_at_once_and_nothing_is_written(tmp_path):
+    result = run_module("config_snapshot", {"name": "host", "root": str(tmp_path / "store"), "paths": ["/proc/**"]})
+    assert result.failed
+    assert result.msg == "path /proc is on a pseudo-filesystem (/proc): it is not configuration"
+    assert not (tmp_path / "store").exists()
+
+
+def test_max_files_crossed_is_refused_in_words_and_nothing_is_written(setup):
+    _top, args = setup
+    refused = run_module("config_snapshot", {**args, "max_files": 2})
+    assert refused.failed and refused.msg.startswith("more than max_files=2 files, directories and links")
+    assert "nothing was written" in refused.msg
+    assert not Path(args["root"]).exists()
+
+
+@pytest.mark.parametrize(("option", "value"), [("max_files", 0), ("max_bytes", -5)])
+def test_limits_below_one_are_refused_in_words(tmp_path, option, value):
+    result = run_module(
+        "config_snapshot", {"name": "n", "root": str(tmp_path / "store"), "paths": ["/etc"], option: value}
+    )
+    assert result.failed and result.msg == f"{option} must be a whole number of at least 1, got {value}"
+
+
+def test_files_only_snapshot_needs_no_redis_py_and_reports_file_errors_as_file_errors(tmp_path):
+    shadow = tmp_path / "no-redis-py"
+    (shadow / "redis").mkdir(parents=True)
+    (shadow / "redis" / "__init__.py").write_text("raise ImportError('redis-py is not installed here')\n")
+    hidden = {"PYTHONPATH": str(shadow)}
+    (tmp_path / "app.conf").write_text("x\n")
+    args = {"name": "n", "root": str(tmp_path / "store"), "paths": [str(tmp_path / "app.conf")]}
+
+    with_keys = run_module("config_snapshot", {**args, "redis_keys": ["cfg:*"]}, envvars=hidden)
+    assert with_keys.failed and "required Python library (redis)" in with_keys.msg, with_keys.msg  # really hidden
+
+    taken = run_module("config_snapshot", args, envvars=hidden)
+    assert (taken.failed, taken.changed) == (False, True), taken.msg
+
+    (tmp_path / "not-a-dir").write_text("a file where the store should be\n")
+    broken = run_module("config_snapshot", {**args, "root": str(tmp_path / "not-a-dir")}, envvars=hidden)
+    assert broken.failed
+    assert broken.msg.startswith("present of snapshot n failed: ") and "Redis" not in broken.msg, broken.msg
+    assert "None" not in broken.msg
