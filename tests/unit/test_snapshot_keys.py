@@ -56,12 +56,9 @@ def _history(args: dict) -> list[dict]:
     return read_jsonl(Path(args["root"], args["name"], "history.jsonl"))
 
 
-def _events(client) -> list[dict]:
-    return [
-        {k.decode(): v.decode() for k, v in fields.items()}
-        for _id, fields in client.xrange("queueops:events")
-        if fields[b"module"] == b"config_snapshot"
-    ]
+def _last_event(client) -> dict[str, str]:
+    ((_id, fields),) = client.xrevrange("queueops:events", count=1)
+    return {k.decode(): v.decode() for k, v in fields.items()}
 
 
 def test_restore_that_redis_applies_in_part_reports_exactly_the_keys_restored_and_records_it(snapshot, redis_client):
@@ -77,8 +74,8 @@ def test_restore_that_redis_applies_in_part_reports_exactly_the_keys_restored_an
     assert [redis_client.get(f"cfg:{n}") for n in "abc"] == [b"a-v1", b"b-v2", b"c-v1"]
     last = _history(args)[-1]
     assert (last["action"], last["keys_restored"], last["files_restored"]) == ("restore_interrupted", 2, 1)
-    event = _events(redis_client)[-1]
-    assert event["action"] == "snapshot_restore_interrupted"
+    event = _last_event(redis_client)
+    assert (event["module"], event["action"]) == ("config_snapshot", "snapshot_restore_interrupted")
     assert json.loads(event["restored"])["keys_restored"] == ["cfg:a", "cfg:c"]
 
 
@@ -102,7 +99,7 @@ def test_restore_transaction_refused_as_a_whole_changes_no_key_and_records_the_i
     assert [redis_client.get(f"cfg:{n}") for n in "abc"] == [b"a-v2", b"b-v2", b"c-v2"]
     last = _history(args)[-1]
     assert (last["action"], last["keys_restored"], last["files_restored"]) == ("restore_interrupted", 0, 1)
-    assert _events(redis_client)[-1]["action"] == "snapshot_restore_interrupted"
+    assert _last_event(redis_client)["action"] == "snapshot_restore_interrupted"
 
     again = run_module("config_snapshot", {**args, "state": "restored"})  # a user allowed to RESTORE
     assert (again.failed, again["restored"]["keys_restored"]) == (False, ["cfg:a", "cfg:b", "cfg:c"]), again.msg
