@@ -22,7 +22,7 @@ sys.path.insert(0, str(REPO / ".cache" / "collections"))
 sys.path.insert(0, str(REPO))
 
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import Selection  # noqa: E402
-from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import rq_requeue  # noqa: E402
+from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import replay  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 QUEUE = "bench"
@@ -94,12 +94,12 @@ def main() -> None:
 
         ids = make_failed_jobs(client, jobs)
         t0 = time.perf_counter()
-        report = rq_requeue(client, source="failed", queues=[QUEUE], selection=Selection())
+        report = replay(client, source="failed", queues=[QUEUE], selection=Selection())
         ours = time.perf_counter() - t0
         assert report.replayed == jobs, report.as_dict()
         verify(client, ids)
         print(f"task_requeue (Lua): {jobs:,} jobs in {ours:6.2f} s = {jobs / ours:>10,.0f} jobs/s (verified)")
-        again = rq_requeue(client, source="failed", queues=[QUEUE], selection=Selection())
+        again = replay(client, source="failed", queues=[QUEUE], selection=Selection())
         assert again.replayed == 0
         print(f"ratio: {baseline / ours:.1f}x faster than rq requeue --all (goal: 50x); a second run replayed 0")
     finally:

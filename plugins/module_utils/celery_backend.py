@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     Celery = None
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
+from ansible_collections.queueops.rollback.plugins.module_utils.health import Observation
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
 from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
     PauseError,
@@ -527,7 +528,7 @@ def _celery_failed_metas(client, report: SourceReport):
 RESULT_EXTENDED_OFF = "no task name or arguments in the result (result_extended is off)"
 
 
-def celery_requeue(
+def replay(
     client,
     app,
     *,
@@ -593,12 +594,12 @@ def celery_requeue(
     return report
 
 
-def celery_backlog(client, queues: list[str]) -> int:
+def backlog(client, queues: list[str]) -> int:
     """Messages waiting in the kombu Redis lists of the queues (priority sub-lists included)."""
     return sum(queue_depths(client, queues).values())
 
 
-def celery_observe(app, worker_ok, window: float, ping_timeout: float = 1.0) -> dict:
+def _capture(app, worker_ok, window: float, ping_timeout: float = 1.0) -> dict:
     """Count ``task-succeeded`` / ``task-failed`` events by hostname for ``window`` s; then ping the workers.
 
     Only workers started with ``-E`` (or after ``enable_events``) send task events.
@@ -633,3 +634,19 @@ def celery_observe(app, worker_ok, window: float, ping_timeout: float = 1.0) -> 
         "live_workers": live,
         "heartbeats": sorted(heartbeats),
     }
+
+
+def observe(app, client, queues: list[str], worker_ok, window: float, ping_timeout: float = 1.0) -> Observation:
+    """The health gate's view of Celery over ``window`` seconds: task-succeeded / task-failed events of
+    ``worker_ok``'s workers, those that answer a ping, and the backlog before and after."""
+    backlog_before = backlog(client, queues)
+    seen = _capture(app, worker_ok, window, ping_timeout)
+    return Observation(
+        window=window,
+        successes=seen["successes"],
+        failures=seen["failures"],
+        live_workers=len(seen["live_workers"]),
+        backlog_before=backlog_before,
+        backlog_after=backlog(client, queues),
+        workers=seen["live_workers"],
+    )

@@ -99,7 +99,7 @@ def version_sort_key(version: str) -> list:
     return [int(part) if part.isdigit() else part for part in _VERSION_SORT.split(version)]
 
 
-_GLOB_CHARS = frozenset("*?[")
+GLOB_CHARS = frozenset("*?[")  # what makes a name a shell-style pattern
 
 
 def release_selector(spec: str, pool: str | None = None):
@@ -109,6 +109,22 @@ def release_selector(spec: str, pool: str | None = None):
     otherwise it is a version, and the worker must follow the identity convention with that version
     (and ``pool`` when given). Used by the health gate and replay to attribute work to a release.
     """
-    if _GLOB_CHARS.intersection(spec):
+    if GLOB_CHARS.intersection(spec):
         return lambda name: worker_matches(name, pattern=spec)
     return lambda name: worker_matches(name, pool=pool, version=spec)
+
+
+def release_spec_problem(option: str, spec: str | None, pool: str | None = None) -> str | None:
+    """Why a release spec can match no worker at all, in words; None when it is usable.
+
+    A spec without ``*``, ``?`` or ``[`` is a version, compared with the middle field of
+    ``<pool>:<version>:<index>``: with a ``:`` or ``@`` in it, it never matches (``shop:2.0.0``).
+    """
+    if pool and (":" in pool or "@" in pool):
+        return f"pool {pool!r} cannot contain ':' or '@' (worker names are <pool>:<version>:<index>)"
+    if not spec or GLOB_CHARS.intersection(spec) or not (":" in spec or "@" in spec):
+        return None
+    return (
+        f"{option} {spec!r} would match no worker: a version cannot contain ':' or '@' (worker names are "
+        "<pool>:<version>:<index>); give the version and set pool, or a pattern such as 'orders:2.4.1:*'"
+    )

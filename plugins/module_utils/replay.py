@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from fnmatch import fnmatchcase
 from typing import Any
 
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector, release_spec_problem
 
 IDS_CAP = 1000  # ids returned per source; counts are always complete
 
@@ -86,25 +86,6 @@ def task_name_from_description(description: str | bytes | None) -> str | None:
         description = description.decode(errors="replace")
     name = description.split("(", 1)[0].strip()
     return name or None
-
-
-_GLOB = frozenset("*?[")
-
-
-def release_spec_problem(option: str, spec: str | None, pool: str | None = None) -> str | None:
-    """Why a release spec can match no worker at all, in words; None when it is usable.
-
-    A spec without ``*``, ``?`` or ``[`` is a version, compared with the middle field of
-    ``<pool>:<version>:<index>``: with a ``:`` or ``@`` in it, it never matches (``shop:2.0.0``).
-    """
-    if pool and (":" in pool or "@" in pool):
-        return f"pool {pool!r} cannot contain ':' or '@' (worker names are <pool>:<version>:<index>)"
-    if not spec or _GLOB.intersection(spec) or not (":" in spec or "@" in spec):
-        return None
-    return (
-        f"{option} {spec!r} would match no worker: a version cannot contain ':' or '@' (worker names are "
-        "<pool>:<version>:<index>); give the version and set pool, or a pattern such as 'orders:2.4.1:*'"
-    )
 
 
 @dataclass

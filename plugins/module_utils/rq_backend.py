@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from ansible_collections.queueops.rollback.plugins.module_utils.health import Observation
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
 from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
     PauseError,
@@ -867,7 +868,7 @@ def _rq_run_batches(
             report.skip("no longer in the registry", gone)
 
 
-def rq_requeue(
+def replay(
     client,
     *,
     source: str,
@@ -928,14 +929,15 @@ def rq_requeue(
     return report
 
 
-def rq_backlog(client, queues: list[str]) -> int:
+def backlog(client, queues: list[str]) -> int:
+    """Jobs waiting on ``queues``."""
     pipe = client.pipeline(transaction=False)
     for queue in queues:
         pipe.llen(queue_key(queue))
     return sum(pipe.execute())
 
 
-def rq_outcomes(client, queues: list[str], worker_ok, since: float, until: float) -> tuple[int, int]:
+def outcomes(client, queues: list[str], worker_ok, since: float, until: float) -> tuple[int, int]:
     """Successes and failures of jobs that ended in [since, until] on workers ``worker_ok`` accepts.
 
     Registries score entries by their expiry (end + result/failure TTL >= end), so entries scored
@@ -956,8 +958,28 @@ def rq_outcomes(client, queues: list[str], worker_ok, since: float, until: float
     return counts[0], counts[1]
 
 
-def rq_live_workers(client, worker_ok) -> list[str]:
+def release_workers(client, worker_ok) -> list[str]:
     """Registered workers ``worker_ok`` accepts, without those that are gone: a SIGKILLed or OOM-killed
     worker leaves a hash that looks alive for minutes, but no connection named after it."""
     names = {worker.name for worker in list_workers(client) if worker_ok(worker.name)}
     return sorted(names - gone_workers(client, names))
+
+
+def observe(client, queues: list[str], worker_ok, window: float) -> Observation:
+    """The health gate's view of RQ over ``window`` seconds: jobs of ``worker_ok``'s workers that ended
+    in it (finished / failed registries), the release's live workers, and the backlog before and after."""
+    backlog_before = backlog(client, queues)
+    start = time.time()
+    time.sleep(window)
+    end = time.time()
+    successes, failures = outcomes(client, queues, worker_ok, start, end)
+    workers = release_workers(client, worker_ok)
+    return Observation(
+        window=window,
+        successes=successes,
+        failures=failures,
+        live_workers=len(workers),
+        backlog_before=backlog_before,
+        backlog_after=backlog(client, queues),
+        workers=workers,
+    )

@@ -96,20 +96,26 @@ suspension_ttl:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
-    REDIS_MUTUALLY_EXCLUSIVE,
-    REDIS_REQUIRED_TOGETHER,
-    connect,
-    redis_argument_spec,
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    failing_in_words,
+    new_module,
+    require_celery,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
+
+OPTIONS: dict[str, dict[str, Any]] = {
+    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "queues": {"type": "list", "elements": "str"},
+    "workers": {"type": "list", "elements": "str"},
+    "reply_timeout": {"type": "float", "default": 1.0},
+}
 
 
 def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
-    if celery_backend.CELERY_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("celery"), exception=celery_backend.CELERY_IMPORT_ERROR)
+    require_celery(module)
     if not queues:
         module.fail_json(msg="queues is required for Celery: the broker keeps no list of queues")
     p = module.params
@@ -121,24 +127,15 @@ def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> dict[str,
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec=redis_argument_spec(
-            backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
-            queues={"type": "list", "elements": "str"},
-            workers={"type": "list", "elements": "str"},
-            reply_timeout={"type": "float", "default": 1.0},
-        ),
-        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
-        required_together=REDIS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
-    queues = list(dict.fromkeys(q.strip() for q in module.params["queues"] or [] if q and q.strip()))
+    module = new_module(OPTIONS)
+    queues = module.params["queues"]
     client = connect(module)
-    is_rq = module.params["backend"] == "rq"
-    facts = rq_backend.queue_facts(client, queues) if is_rq else _celery_facts(module, client, queues)
+    backend = module.params["backend"]
+    with failing_in_words(module, f"read the {backend} queues and workers"):
+        facts = rq_backend.queue_facts(client, queues) if backend == "rq" else _celery_facts(module, client, queues)
     for warning in facts.pop("warnings"):
         module.warn(warning)
-    module.exit_json(changed=False, backend=module.params["backend"], **facts)
+    module.exit_json(changed=False, backend=backend, **facts)
 
 
 def main() -> None:

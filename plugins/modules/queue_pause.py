@@ -213,53 +213,44 @@ elapsed:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
-from ansible_collections.queueops.rollback.plugins.module_utils.pausing import PauseError, PauseOutcome, drain
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
-    REDIS_MUTUALLY_EXCLUSIVE,
-    REDIS_REQUIRED_TOGETHER,
-    connect,
-    redis_argument_spec,
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    failing_in_words,
+    new_module,
+    require_celery,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.pausing import PauseError, PauseOutcome, drain
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 MODULE = "queue_pause"
 
 
-def _argument_spec() -> dict[str, Any]:
-    return redis_argument_spec(
-        backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
-        queues={"type": "list", "elements": "str", "required": True},
-        state={"type": "str", "default": "paused", "choices": ["paused", "resumed", "drained"]},
-        timeout={"type": "float", "default": 300},
-        ttl={"type": "int"},
-        workers={"type": "list", "elements": "str"},
-        allow_missing_workers={"type": "bool", "default": False},
-        allow_unknown_queues={"type": "bool", "default": False},
-        reply_timeout={"type": "float", "default": 1.0},
-        settle_timeout={"type": "float", "default": 10},
-    )
+OPTIONS: dict[str, dict[str, Any]] = {
+    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "queues": {"type": "list", "elements": "str", "required": True},
+    "state": {"type": "str", "default": "paused", "choices": ["paused", "resumed", "drained"]},
+    "timeout": {"type": "float", "default": 300},
+    "ttl": {"type": "int"},
+    "workers": {"type": "list", "elements": "str"},
+    "allow_missing_workers": {"type": "bool", "default": False},
+    "allow_unknown_queues": {"type": "bool", "default": False},
+    "reply_timeout": {"type": "float", "default": 1.0},
+    "settle_timeout": {"type": "float", "default": 10},
+}
 
 
-def _validate(module: AnsibleModule) -> list[str]:
-    p = module.params
-    queues = [q.strip() if isinstance(q, str) else q for q in p["queues"] or []]
-    if not queues:
-        module.fail_json(msg="queues must name at least one queue")
-    bad = [q for q in queues if not q or any(c.isspace() for c in q)]
-    if bad:
-        module.fail_json(msg=f"queue names must be non-empty and without spaces: {bad!r}")
-    if p["ttl"] is not None and p["ttl"] <= 0:
-        module.fail_json(msg=f"ttl must be a positive number of seconds, got {p['ttl']}")
-    if p["timeout"] < 0 or p["reply_timeout"] <= 0 or p["settle_timeout"] <= 0:
-        module.fail_json(msg="timeout must be >= 0, reply_timeout and settle_timeout > 0")
+def _problem(p: dict[str, Any]) -> str | None:
+    """What makes this combination of options unusable, in words (each option is checked by its rule)."""
+    if not p["queues"]:
+        return "queues must name at least one queue"
     if p["backend"] == "celery" and p["ttl"] is not None:
-        module.fail_json(msg="ttl is RQ only: a Celery pause lives in the workers' memory and has no expiry")
+        return "ttl is RQ only: a Celery pause lives in the workers' memory and has no expiry"
     if p["backend"] == "rq" and p["workers"]:
-        module.fail_json(msg="workers is Celery only: an RQ pause (rq:suspended) applies to every worker")
-    return list(dict.fromkeys(queues))
+        return "workers is Celery only: an RQ pause (rq:suspended) applies to every worker"
+    return None
 
 
 def _straggler_msg(queues: list[str], result: dict[str, Any], timeout: float) -> str:
@@ -299,8 +290,7 @@ def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
 
 
 def _run_celery(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
-    if celery_backend.CELERY_IMPORT_ERROR is not None:
-        module.fail_json(msg=missing_required_lib("celery"), exception=celery_backend.CELERY_IMPORT_ERROR)
+    require_celery(module)
     p = module.params
     app = celery_backend.make_app(p)
     common = {
@@ -337,24 +327,24 @@ def _shaped(module: AnsibleModule, outcome: PauseOutcome) -> dict[str, Any]:
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec=_argument_spec(),
-        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
-        required_together=REDIS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
-    queues = _validate(module)
-    client = connect(module)
+    module = new_module(OPTIONS)
     p = module.params
+    problem = _problem(p)
+    if problem:
+        module.fail_json(msg=problem)
+    queues = p["queues"]
+    client = connect(module)
     run = _run_rq if p["backend"] == "rq" else _run_celery
-    try:
-        result = run(module, client, queues)
-    except PauseError as exc:
-        module.fail_json(msg=str(exc), changed=exc.changed, **exc.fields)
-    result.update(backend=p["backend"], queues=queues, state=p["state"])
-    if result["changed"] and not module.check_mode:
-        action = "resumed" if p["state"] == "resumed" else "paused"
-        record_or_warn(module, client, MODULE, action, backend=p["backend"], queues=queues, ttl=p["ttl"])
+    verb = {"paused": "pause", "resumed": "resume", "drained": "pause and drain"}[p["state"]]
+    with failing_in_words(module, f"{verb} the {p['backend']} queues {', '.join(queues)}"):
+        try:
+            result = run(module, client, queues)
+        except PauseError as exc:
+            module.fail_json(msg=str(exc), changed=exc.changed, **exc.fields)
+        result.update(backend=p["backend"], queues=queues, state=p["state"])
+        if result["changed"] and not module.check_mode:
+            action = "resumed" if p["state"] == "resumed" else "paused"
+            record_or_warn(module, client, MODULE, action, backend=p["backend"], queues=queues, ttl=p["ttl"])
     drained_ok = p["state"] != "drained" or module.check_mode or result["left"] == 0
     if not drained_ok:
         module.fail_json(msg=_straggler_msg(queues, result, p["timeout"]), **result)

@@ -145,10 +145,7 @@ numbers:
   type: dict
 """
 
-import time
 from typing import Any
-
-from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
@@ -157,80 +154,47 @@ from ansible_collections.queueops.rollback.plugins.module_utils.health import (
     Thresholds,
     judge,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
-    REDIS_MUTUALLY_EXCLUSIVE,
-    REDIS_REQUIRED_TOGETHER,
-    connect,
-    redis_argument_spec,
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector, release_spec_problem
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    failing_in_words,
+    new_module,
+    require_celery,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.replay import release_spec_problem
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
-ARGUMENT_SPEC = redis_argument_spec(
-    backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
-    queues={"type": "list", "elements": "str", "required": True},
-    release={"type": "str", "required": True},
-    pool={"type": "str"},
-    window={"type": "float", "default": 60},
-    min_tasks={"type": "int", "default": 10},
-    max_failure_ratio={"type": "float", "default": 0.05},
-    max_failures={"type": "int"},
-    min_workers={"type": "int", "default": 1},
-    max_backlog_growth={"type": "int"},
-    inconclusive_is={"type": "str", "default": "fail", "choices": ["pass", "fail"]},
-    fail_when_unhealthy={"type": "bool", "default": True},
-    ping_timeout={"type": "float", "default": 1.0},
-    broker_url={"type": "str", "no_log": True},
-)
-
-
-def _observe_rq(client, params: dict[str, Any], worker_ok) -> Observation:
-    queues = params["queues"]
-    backlog_before = rq_backend.rq_backlog(client, queues)
-    start = time.time()
-    time.sleep(params["window"])
-    end = time.time()
-    successes, failures = rq_backend.rq_outcomes(client, queues, worker_ok, start, end)
-    workers = rq_backend.rq_live_workers(client, worker_ok)
-    return Observation(
-        window=params["window"],
-        successes=successes,
-        failures=failures,
-        live_workers=len(workers),
-        backlog_before=backlog_before,
-        backlog_after=rq_backend.rq_backlog(client, queues),
-        workers=workers,
-    )
+OPTIONS: dict[str, dict[str, Any]] = {
+    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "queues": {"type": "list", "elements": "str", "required": True},
+    "release": {"type": "str", "required": True},
+    "pool": {"type": "str"},
+    "window": {"type": "float", "default": 60},
+    "min_tasks": {"type": "int", "default": 10},
+    "max_failure_ratio": {"type": "float", "default": 0.05},
+    "max_failures": {"type": "int"},
+    "min_workers": {"type": "int", "default": 1},
+    "max_backlog_growth": {"type": "int"},
+    "inconclusive_is": {"type": "str", "default": "fail", "choices": ["pass", "fail"]},
+    "fail_when_unhealthy": {"type": "bool", "default": True},
+    "ping_timeout": {"type": "float", "default": 1.0},
+    "broker_url": {"type": "str", "no_log": True},
+}
 
 
-def _observe_celery(client, params: dict[str, Any], worker_ok) -> Observation:
-    queues = params["queues"]
+def _observe(client, params: dict[str, Any], worker_ok) -> Observation:
+    if params["backend"] == "rq":
+        return rq_backend.observe(client, params["queues"], worker_ok, params["window"])
     app = celery_backend.make_app(params)
     try:
-        backlog_before = celery_backend.celery_backlog(client, queues)
-        seen = celery_backend.celery_observe(app, worker_ok, params["window"], params["ping_timeout"])
+        return celery_backend.observe(
+            app, client, params["queues"], worker_ok, params["window"], params["ping_timeout"]
+        )
     finally:
         celery_backend.close_app(app)
-    return Observation(
-        window=params["window"],
-        successes=seen["successes"],
-        failures=seen["failures"],
-        live_workers=len(seen["live_workers"]),
-        backlog_before=backlog_before,
-        backlog_after=celery_backend.celery_backlog(client, queues),
-        workers=seen["live_workers"],
-    )
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
-        required_together=REDIS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+    module = new_module(OPTIONS)
     params = module.params
-    params["queues"] = list(dict.fromkeys(params["queues"] or []))  # a queue named twice is counted once
     limits = Thresholds(
         min_tasks=params["min_tasks"],
         max_failure_ratio=params["max_failure_ratio"],
@@ -240,10 +204,8 @@ def run_module() -> None:
         inconclusive_is=params["inconclusive_is"],
     )
     problems = limits.problems()
-    if params["window"] <= 0:
-        problems.append(f"window must be more than 0 seconds, not {params['window']:g}")
-    if not params["queues"] or not all(params["queues"]):
-        problems.append("queues must name at least one queue, without empty names")
+    if not params["queues"]:
+        problems.append("queues must name at least one queue")
     if not params["release"].strip():
         problems.append("release must not be empty")
     release_problem = release_spec_problem("release", params["release"], params["pool"])
@@ -254,10 +216,12 @@ def run_module() -> None:
 
     worker_ok = release_selector(params["release"], params["pool"])
     subject = f"release {params['release']}" + (f" of pool {params['pool']}" if params["pool"] else "")
+    if params["backend"] == "celery":
+        require_celery(module)
     client = connect(module)
     try:
-        observe = _observe_rq if params["backend"] == "rq" else _observe_celery
-        observed = observe(client, params, worker_ok)
+        with failing_in_words(module, f"observe {subject} on {params['backend']}"):
+            observed = _observe(client, params, worker_ok)
     except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
         module.fail_json(msg=f"observing {subject} on {params['backend']} failed: {exc}")
     verdict = judge(observed, limits, subject)

@@ -171,36 +171,30 @@ from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import (
-    RESULT_EXTENDED_OFF,
-    celery_requeue,
-    close_app,
-    make_app,
-)
+from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
-from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
-    REDIS_MUTUALLY_EXCLUSIVE,
-    REDIS_REQUIRED_TOGETHER,
-    connect,
-    redis_argument_spec,
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    failing_in_words,
+    new_module,
+    require_celery,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import InvalidFilter, Selection, parse_since
-from ansible_collections.queueops.rollback.plugins.module_utils.rq_backend import rq_requeue
 
-ARGUMENT_SPEC = redis_argument_spec(
-    backend={"type": "str", "required": True, "choices": ["rq", "celery"]},
-    source={"type": "str", "default": "failed", "choices": ["failed", "abandoned", "queue"]},
-    queues={"type": "list", "elements": "str", "default": [], "aliases": ["queue"]},
-    from_queue={"type": "str"},
-    to_queue={"type": "str"},
-    failed_by={"type": "str"},
-    pool={"type": "str"},
-    since={"type": "str"},
-    task_names={"type": "list", "elements": "str", "default": []},
-    limit={"type": "int"},
-    heartbeat_timeout={"type": "int", "default": 90},
-    broker_url={"type": "str", "no_log": True},
-)
+OPTIONS: dict[str, dict[str, Any]] = {
+    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "source": {"type": "str", "default": "failed", "choices": ["failed", "abandoned", "queue"]},
+    "queues": {"type": "list", "elements": "str", "default": [], "aliases": ["queue"]},
+    "from_queue": {"type": "str"},
+    "to_queue": {"type": "str"},
+    "failed_by": {"type": "str"},
+    "pool": {"type": "str"},
+    "since": {"type": "str"},
+    "task_names": {"type": "list", "elements": "str", "default": []},
+    "limit": {"type": "int"},
+    "heartbeat_timeout": {"type": "int", "default": 90},
+    "broker_url": {"type": "str", "no_log": True},
+}
 
 
 def _problem(params: dict[str, Any]) -> str | None:
@@ -220,15 +214,13 @@ def _problem(params: dict[str, Any]) -> str | None:
             return "failed_by, since and task_names select failed or abandoned tasks; source=queue moves everything"
     elif backend == "rq" and not params["queues"]:
         return f"source={source} needs queues (the RQ queues whose registries are read)"
-    if params["heartbeat_timeout"] < 1:
-        return "heartbeat_timeout must be 1 or more seconds"
     return None
 
 
 def _replay(module: AnsibleModule, client, selection: Selection):
     params = module.params
     if params["backend"] == "rq":
-        return rq_requeue(
+        return rq_backend.replay(
             client,
             source=params["source"],
             queues=params["queues"],
@@ -238,9 +230,10 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             heartbeat_timeout=params["heartbeat_timeout"],
             check_mode=module.check_mode,
         )
-    app = make_app(params)
+    require_celery(module)
+    app = celery_backend.make_app(params)
     try:
-        report = celery_requeue(
+        report = celery_backend.replay(
             client,
             app,
             queues=params["queues"],
@@ -249,24 +242,19 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             check_mode=module.check_mode,
         )
     finally:
-        close_app(app)
-    if report.skipped.get(RESULT_EXTENDED_OFF):
+        celery_backend.close_app(app)
+    unreplayable = report.skipped.get(celery_backend.RESULT_EXTENDED_OFF)
+    if unreplayable:
         module.warn(
-            f"{report.skipped[RESULT_EXTENDED_OFF]} failed task(s) cannot be replayed: their results hold no "
+            f"{unreplayable} failed task(s) cannot be replayed: their results hold no "
             "task name or arguments because result_extended is off in the Celery app; set result_extended=True"
         )
     return report
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec=ARGUMENT_SPEC,
-        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
-        required_together=REDIS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+    module = new_module(OPTIONS)
     params = module.params
-    params["queues"] = list(dict.fromkeys(params["queues"]))  # a queue named twice is read once
     problem = _problem(params)
     if problem:
         module.fail_json(msg=problem)
@@ -283,7 +271,8 @@ def run_module() -> None:
 
     client = connect(module)
     try:
-        report = _replay(module, client, selection)
+        with failing_in_words(module, f"replay {params['source']} {params['backend']} tasks"):
+            report = _replay(module, client, selection)
     except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
         module.fail_json(msg=f"replaying {params['source']} {params['backend']} tasks failed: {exc}")
 

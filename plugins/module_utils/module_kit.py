@@ -1,0 +1,69 @@
+# Copyright: queueops.rollback contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The one skeleton of every module: its options plus the shared Redis options and their
+constraints, the input rules of ``validation.RULES``, and the one place where the collection's
+typed errors become ``fail_json`` messages in words (never a traceback)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import CELERY_IMPORT_ERROR
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import InvalidName
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
+    REDIS_MUTUALLY_EXCLUSIVE,
+    REDIS_REQUIRED_TOGETHER,
+    RedisConnectionError,
+    redis_argument_spec,
+    redis_errors,
+)
+from ansible_collections.queueops.rollback.plugins.module_utils.validation import apply_rules
+
+
+def new_module(
+    options: dict[str, dict[str, Any]],
+    *,
+    redis: bool = True,
+    mutually_exclusive: list | None = None,
+    required_together: list | None = None,
+    **constraints: Any,
+) -> AnsibleModule:
+    """An AnsibleModule with check mode, the shared Redis options (unless ``redis=False``) and
+    every option of ``options`` that has a rule checked by it; bad input fails here, in words."""
+    spec = redis_argument_spec(**options) if redis else dict(options)
+    module = AnsibleModule(
+        argument_spec=spec,
+        mutually_exclusive=[*(mutually_exclusive or []), *(REDIS_MUTUALLY_EXCLUSIVE if redis else [])],
+        required_together=[*(required_together or []), *(REDIS_REQUIRED_TOGETHER if redis else [])],
+        supports_check_mode=True,
+        **constraints,
+    )
+    with failing_in_words(module):
+        apply_rules(module.params, options)
+    return module
+
+
+@contextlib.contextmanager
+def failing_in_words(module: AnsibleModule, doing: str | None = None, **result: Any) -> Iterator[None]:
+    """Bad input and Redis refusals end the module with their message (and ``result``), nothing more.
+
+    With ``doing`` (the words after "needed to"), Redis errors raised inside the block are said in
+    words first (``redis_errors``): an ACL refusal names the user, the server, the command or key.
+    """
+    try:
+        with contextlib.ExitStack() as stack:
+            if doing:
+                stack.enter_context(redis_errors(module.params, doing))
+            yield
+    except (InvalidName, RedisConnectionError) as exc:
+        module.fail_json(msg=str(exc), **{"changed": False, **result})
+
+
+def require_celery(module: AnsibleModule) -> None:
+    """``fail_json`` with Ansible's missing-library message when celery cannot be imported here."""
+    if CELERY_IMPORT_ERROR is not None:
+        module.fail_json(msg=missing_required_lib("celery"), exception=CELERY_IMPORT_ERROR)
