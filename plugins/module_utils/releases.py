@@ -508,8 +508,11 @@ class Pool:
 
     def facts(self) -> dict:
         view = self.known_history()
+        current = self.current()
         return {
-            "current": self.current(),
+            "current": current,
+            "current_path": self.current_link,
+            "current_release_path": os.path.join(self.releases_dir, current) if current else None,
             "previous": self.previous(view),
             "releases": [r.as_dict() for r in self.releases()],
         }
@@ -584,7 +587,9 @@ class Pool:
         if pending is None:
             return
         actual, recorded = pending["to"], pending["from"]
-        self.actions.append(f"record that current is {actual}, not {recorded} as the history said")
+        self.actions.append(
+            f"record that current is {actual or 'no release'}, not {recorded or 'no release'} as the history said"
+        )
         self._record(
             pending["action"],
             version=actual,
@@ -719,7 +724,7 @@ class Pool:
         if current == version:
             return False
         self.verify(version)
-        self.actions.append(f"switch current from {current} to {version}")
+        self.actions.append(f"switch current from {current} to {version}" if current else f"set current to {version}")
         self._switch(version)
         self._record("activated", version=version, source=current, target=version, reason=reason)
         return True

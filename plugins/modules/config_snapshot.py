@@ -301,17 +301,17 @@ snapshots:
       sample: "summary unreadable: No such file or directory"
 """
 
+from typing import Any
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import LockHeld
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import new_module
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
-    REDIS_MUTUALLY_EXCLUSIVE,
-    REDIS_REQUIRED_TOGETHER,
     RedisConnectionError,
     client_from_params,
     connect,
-    redis_argument_spec,
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_diff import restore_diff, take_diff
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
@@ -353,21 +353,20 @@ def _printable(value):
     return value
 
 
-def _argument_spec() -> dict:
-    return redis_argument_spec(
-        name={"type": "str", "required": True},
-        root={"type": "path", "default": "/var/lib/queueops/snapshots"},
-        paths={"type": "list", "elements": "path", "default": []},
-        allowed_roots={"type": "list", "elements": "path"},
-        redis_keys={"type": "list", "elements": "str", "default": [], "no_log": False},
-        state={"type": "str", "choices": ["present", "restored", "absent", "query"], "default": "present"},
-        id={"type": "str"},
-        keep={"type": "int"},
-        max_files={"type": "int", "default": DEFAULT_MAX_FILES},
-        max_bytes={"type": "int", "default": DEFAULT_MAX_BYTES},
-        reason={"type": "str"},
-        keep_new_files={"type": "bool", "default": False},
-    )
+OPTIONS: dict[str, dict[str, Any]] = {
+    "name": {"type": "str", "required": True},
+    "root": {"type": "path", "default": "/var/lib/queueops/snapshots"},
+    "paths": {"type": "list", "elements": "path", "default": []},
+    "allowed_roots": {"type": "list", "elements": "path"},
+    "redis_keys": {"type": "list", "elements": "str", "default": [], "no_log": False},
+    "state": {"type": "str", "choices": ["present", "restored", "absent", "query"], "default": "present"},
+    "id": {"type": "str"},
+    "keep": {"type": "int"},
+    "max_files": {"type": "int", "default": DEFAULT_MAX_FILES},
+    "max_bytes": {"type": "int", "default": DEFAULT_MAX_BYTES},
+    "reason": {"type": "str"},
+    "keep_new_files": {"type": "bool", "default": False},
+}
 
 
 class _Redis:
@@ -489,8 +488,6 @@ def _query(module: AnsibleModule, result: dict) -> None:
 
 
 def _input_problem(params: dict) -> str | None:
-    if params["keep"] is not None and params["keep"] < 1:
-        return f"keep must be at least 1, got {params['keep']}"
     with_nul = [p for p in [params["root"], *(params["paths"] or []), *(params["allowed_roots"] or [])] if "\x00" in p]
     if with_nul:
         return f"paths cannot contain a NUL byte: {', '.join(repr(p) for p in with_nul)}"
@@ -503,12 +500,7 @@ def _os_error_text(exc: OSError) -> str:
 
 
 def run_module() -> None:
-    module = AnsibleModule(
-        argument_spec=_argument_spec(),
-        mutually_exclusive=REDIS_MUTUALLY_EXCLUSIVE,
-        required_together=REDIS_REQUIRED_TOGETHER,
-        supports_check_mode=True,
-    )
+    module = new_module(OPTIONS)
     params = module.params
     result: dict = {"changed": False}
     problem = _input_problem(params)

@@ -103,7 +103,7 @@ options:
       - With O(state=absent) and no O(version), how many of the newest releases to keep (ordered by the
         history); older ones are removed. The current release and the last good one are always kept, even
         when older, so a pool can hold more than O(keep) releases; a release staged after the current one
-        (the next deploy's) is never pruned for their sake.
+        (the next deploy's) is never pruned for their sake. At least 1.
     type: int
     default: 5
   reason:
@@ -165,6 +165,16 @@ current:
   returned: always
   type: str
   sample: 2.4.1
+current_path:
+  description: The C(current) symlink of the pool, C(<root>/<pool>/current) (what the worker units run).
+  returned: always
+  type: str
+  sample: /opt/queueops/orders/current
+current_release_path:
+  description: The directory of the current release, C(<root>/<pool>/releases/<current>); null if none.
+  returned: always
+  type: str
+  sample: /opt/queueops/orders/releases/2.4.1
 previous:
   description: The last good release before the current one (the rollback target); null if none.
   returned: always
@@ -218,25 +228,30 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import new_module
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import (
     Pool,
     ReleaseError,
     Source,
 )
 
-ARGUMENT_SPEC = dict(
-    pool=dict(type="str", required=True),
-    root=dict(type="path", default="/opt/queueops"),
-    version=dict(type="str"),
-    state=dict(type="str", default="active", choices=["staged", "active", "failed", "rolled_back", "absent", "query"]),
-    src=dict(type="path"),
-    wheelhouse=dict(type="path"),
-    requirements=dict(type="list", elements="str"),
-    venv_python=dict(type="str", default="python3"),
-    to_version=dict(type="str"),
-    keep=dict(type="int", default=5),
-    reason=dict(type="str"),
-)
+OPTIONS = {
+    "pool": {"type": "str", "required": True},
+    "root": {"type": "path", "default": "/opt/queueops"},
+    "version": {"type": "str"},
+    "state": {
+        "type": "str",
+        "default": "active",
+        "choices": ["staged", "active", "failed", "rolled_back", "absent", "query"],
+    },
+    "src": {"type": "path"},
+    "wheelhouse": {"type": "path"},
+    "requirements": {"type": "list", "elements": "str"},
+    "venv_python": {"type": "str", "default": "python3"},
+    "to_version": {"type": "str"},
+    "keep": {"type": "int", "default": 5},
+    "reason": {"type": "str"},
+}
 REQUIRED_IF = [
     ("state", "staged", ["version"]),
     ("state", "active", ["version"]),
@@ -275,7 +290,7 @@ def _apply(pool: Pool, module: AnsibleModule, source: Source | None) -> str:
             return f"staged {pool.name} {version}" if staged else f"{pool.name} {version} is already staged"
         before = pool.current()
         if pool.activate(version, reason=reason):
-            return f"switched {pool.name} from {before} to {version}"
+            return f"switched {pool.name} from {before} to {version}" if before else f"{pool.name} now runs {version}"
         return f"{pool.name} {version} is already current"
     if state == "failed":
         if pool.mark_failed(version, reason=reason):
@@ -284,7 +299,9 @@ def _apply(pool: Pool, module: AnsibleModule, source: Source | None) -> str:
     if state == "rolled_back":
         if pool.rollback(version, to_version=params["to_version"], reason=reason):
             return f"rolled back {pool.name} from {version} to {pool.current()}"
-        return f"{pool.name} {version} is not current (current is {pool.current()}): nothing to roll back"
+        current = pool.current()
+        now = f"current is {current}" if current else "no release is current"
+        return f"{pool.name} {version} is not current ({now}): nothing to roll back"
     if version is not None:
         if pool.remove(version, reason=reason):
             return f"removed {pool.name} {version}"
@@ -296,7 +313,7 @@ def _apply(pool: Pool, module: AnsibleModule, source: Source | None) -> str:
 
 
 def run_module() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, required_if=REQUIRED_IF, supports_check_mode=True)
+    module = new_module(OPTIONS, redis=False, required_if=REQUIRED_IF)
     params = module.params
     try:
         pool = Pool(params["root"], params["pool"], check_mode=module.check_mode)
@@ -307,8 +324,6 @@ def run_module() -> None:
         result = {"changed": False, "actions": [], "history_file": pool.history_path}
         if params["state"] == "query":
             module.exit_json(msg=f"{pool.name}: current is {pool.current()}", **result, **pool.facts())
-        if params["keep"] < 0:
-            raise ReleaseError(f"keep must be 0 or more, got {params['keep']}")
         source = _source(module) if params["state"] in ("staged", "active") else None
         if source is None:
             ignored = [name for name in ("src", "wheelhouse", "requirements") if params[name]]

@@ -293,7 +293,7 @@ def test_limits_below_one_are_refused_in_words(tmp_path, option, value):
     result = run_module(
         "config_snapshot", {"name": "n", "root": str(tmp_path / "store"), "paths": ["/etc"], option: value}
     )
-    assert result.failed and result.msg == f"{option} must be a whole number of at least 1, got {value}"
+    assert result.failed and result.msg == f"{option} must be 1 or more, not {value}"
 
 
 def test_files_only_snapshot_needs_no_redis_py_and_reports_file_errors_as_file_errors(tmp_path):

@@ -22,10 +22,14 @@ def test_stage_and_activate_shows_the_current_diff_then_is_idempotent(tmp_path):
     assert not first.failed, first.msg
     assert first.changed
     assert first["current"] == "1.0"
-    assert first["actions"][1:] == ["switch current from None to 1.0"]
+    assert first["actions"][1:] == ["set current to 1.0"]
+    assert "None" not in first.msg
     assert first["diff"]["before"] == "current: (none)\n"
     assert first["diff"]["after"] == "current: 1.0\nrelease 1.0: active\n"
     assert os.readlink(tmp_path / "root" / "orders" / "current") == "releases/1.0"
+    assert first["current_path"] == str(tmp_path / "root" / "orders" / "current")
+    assert first["current_release_path"] == str(tmp_path / "root" / "orders" / "releases" / "1.0")
+    assert "mode" not in first.result and "state" not in first.result, "no file facts in the result"
 
     again = run_module("worker_version", args(tmp_path, version="1.0", state="active", src=src), diff=True)
     assert not again.failed, again.msg
