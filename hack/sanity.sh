@@ -22,3 +22,13 @@ cd "$work"
 # collection (build_ignore), 'pylint' duplicates ruff and take minutes to set up.
 "$top/.venv/bin/ansible-test" sanity --python 3.11 --color no \
   --skip-test pylint --skip-test shellcheck --skip-test shebang "$@"
+
+# The modules' floor is Python 3.9 (tests/config.yml): compile and import them with a 3.9 as well,
+# when the machine has one (pyenv's, or on PATH).
+py39=$(ls -d ~/.pyenv/versions/3.9.*/bin 2>/dev/null | tail -n1 || true)
+if PATH="${py39:+$py39:}$PATH" command -v python3.9 >/dev/null; then
+  PATH="${py39:+$py39:}$PATH" "$top/.venv/bin/ansible-test" sanity --python 3.9 --color no \
+    --test compile --test import "$@"
+else
+  echo "Python 3.9 not found: the modules were compiled and imported with Python 3.11 only"
+fi

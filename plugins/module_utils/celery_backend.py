@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
 import traceback
 from typing import Any
@@ -624,7 +625,7 @@ def _capture(app, worker_ok, window: float, ping_timeout: float = 1.0) -> dict:
         while time.monotonic() < deadline and not receiver.should_stop:
             try:
                 receiver.capture(limit=None, timeout=max(0.1, deadline - time.monotonic()), wakeup=False)
-            except TimeoutError:
+            except (socket.timeout, TimeoutError):  # kombu raises socket.timeout: not a TimeoutError before 3.10
                 continue
     replies = app.control.ping(timeout=ping_timeout) or []
     live = sorted(name for reply in replies for name in reply if worker_ok(name))
