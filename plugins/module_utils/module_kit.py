@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -28,12 +28,16 @@ def new_module(
     options: dict[str, dict[str, Any]],
     *,
     redis: bool = True,
+    problem: Callable[[dict[str, Any]], str | None] | None = None,
     mutually_exclusive: list | None = None,
     required_together: list | None = None,
     **constraints: Any,
 ) -> AnsibleModule:
     """An AnsibleModule with check mode, the shared Redis options (unless ``redis=False``) and
-    every option of ``options`` that has a rule checked by it; bad input fails here, in words."""
+    every option of ``options`` that has a rule checked by it; bad input fails here, in words.
+
+    ``problem(params)`` says what makes a combination of options unusable (None when usable).
+    """
     spec = redis_argument_spec(**options) if redis else dict(options)
     module = AnsibleModule(
         argument_spec=spec,
@@ -44,15 +48,21 @@ def new_module(
     )
     with failing_in_words(module):
         apply_rules(module.params, options)
+    trouble = problem(module.params) if problem else None
+    if trouble:
+        module.fail_json(msg=trouble, changed=False)
     return module
 
 
 @contextlib.contextmanager
-def failing_in_words(module: AnsibleModule, doing: str | None = None, **result: Any) -> Iterator[None]:
+def failing_in_words(
+    module: AnsibleModule, doing: str | None = None, *, unexpected: bool = False, **result: Any
+) -> Iterator[None]:
     """Bad input and Redis refusals end the module with their message (and ``result``), nothing more.
 
     With ``doing`` (the words after "needed to"), Redis errors raised inside the block are said in
     words first (``redis_errors``): an ACL refusal names the user, the server, the command or key.
+    With ``unexpected``, any other error ends it too, as "could not <doing>: <error>".
     """
     try:
         with contextlib.ExitStack() as stack:
@@ -61,6 +71,10 @@ def failing_in_words(module: AnsibleModule, doing: str | None = None, **result: 
             yield
     except (InvalidName, RedisConnectionError) as exc:
         module.fail_json(msg=str(exc), **{"changed": False, **result})
+    except Exception as exc:  # only with unexpected=True; re-raised otherwise
+        if not unexpected:
+            raise
+        module.fail_json(msg=f"could not {doing or 'finish'}: {exc}", **{"changed": False, **result})
 
 
 def require_celery(module: AnsibleModule) -> None:

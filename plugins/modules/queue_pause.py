@@ -327,11 +327,8 @@ def _shaped(module: AnsibleModule, outcome: PauseOutcome) -> dict[str, Any]:
 
 
 def run_module() -> None:
-    module = new_module(OPTIONS)
+    module = new_module(OPTIONS, problem=_problem)
     p = module.params
-    problem = _problem(p)
-    if problem:
-        module.fail_json(msg=problem)
     queues = p["queues"]
     client = connect(module)
     run = _run_rq if p["backend"] == "rq" else _run_celery

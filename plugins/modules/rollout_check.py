@@ -219,11 +219,8 @@ def run_module() -> None:
     if params["backend"] == "celery":
         require_celery(module)
     client = connect(module)
-    try:
-        with failing_in_words(module, f"observe {subject} on {params['backend']}"):
-            observed = _observe(client, params, worker_ok)
-    except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
-        module.fail_json(msg=f"observing {subject} on {params['backend']} failed: {exc}")
+    with failing_in_words(module, f"observe {subject} on {params['backend']}", unexpected=True):
+        observed = _observe(client, params, worker_ok)
     verdict = judge(observed, limits, subject)
 
     if not module.check_mode:

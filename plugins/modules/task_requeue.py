@@ -253,11 +253,8 @@ def _replay(module: AnsibleModule, client, selection: Selection):
 
 
 def run_module() -> None:
-    module = new_module(OPTIONS)
+    module = new_module(OPTIONS, problem=_problem)
     params = module.params
-    problem = _problem(params)
-    if problem:
-        module.fail_json(msg=problem)
     try:
         selection = Selection(
             failed_by=params["failed_by"],
@@ -270,11 +267,8 @@ def run_module() -> None:
         module.fail_json(msg=str(exc))
 
     client = connect(module)
-    try:
-        with failing_in_words(module, f"replay {params['source']} {params['backend']} tasks"):
-            report = _replay(module, client, selection)
-    except Exception as exc:  # noqa: BLE001 - reported to the user with what was being done
-        module.fail_json(msg=f"replaying {params['source']} {params['backend']} tasks failed: {exc}")
+    with failing_in_words(module, f"replay {params['source']} {params['backend']} tasks", unexpected=True):
+        report = _replay(module, client, selection)
 
     where = params["to_queue"] or "their own queues"
     result: dict[str, Any] = {
