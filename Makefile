@@ -37,7 +37,7 @@ sanity: setup
 	hack/sanity.sh
 
 pytest: setup
-	python -m pytest
+	python -m pytest -n 2 --dist loadfile
 
 unit: setup
 	python -m pytest tests/unit

@@ -39,7 +39,7 @@ run_stage ruff last_line bash -c 'ruff check . && ruff format --check .'
 run_stage ansible-lint lint_counts env NO_COLOR=1 ansible-lint
 run_stage sanity sanity_counts hack/sanity.sh
 run_stage build last_line hack/build-and-install.sh
-run_stage pytest pytest_counts python -m pytest --color=no
+run_stage pytest pytest_counts python -m pytest --color=no -n 2 --dist loadfile
 run_stage molecule molecule_counts env NO_COLOR=1 molecule test --all
 
 passed=0 failed=0

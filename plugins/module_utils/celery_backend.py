@@ -319,17 +319,35 @@ class _ConsumerChange:
                 new_records[queue] = sorted(set(new_records[queue]) | set(silent))
             if new_records[queue] != self.records.get(queue, []):
                 write_paused(self.client, queue, new_records[queue])
-        after = consumers(self.app, sorted(self.answered), self.timeout)
-        wrong = sorted(
-            n for n, consumed in after.items() for q in self.queues if n in plan[q] and (q in consumed) != self.resume
-        )
-        if wrong:
-            raise PauseError(
-                f"after the broadcast, inspect active_queues still disagrees on {', '.join(wrong)}",
-                changed=True,
-                workers=after,
+        return self._verified(plan)
+
+    def _verified(self, plan: dict[str, list[str]]) -> dict[str, list[str]]:
+        """``inspect active_queues`` until the workers that acknowledged agree with the change.
+
+        A worker replies to cancel_consumer / add_consumer before it applies them (the control
+        handler schedules the change with ``call_soon``), so one look right after can be early.
+        """
+        acknowledged = {n for nodes in plan.values() for n in nodes if n not in self.missing}
+        deadline = time.monotonic() + max(2.0, 3 * self.timeout)
+        while True:
+            after = consumers(self.app, sorted(self.answered), self.timeout)
+            wrong = sorted(
+                {
+                    n
+                    for n, consumed in after.items()
+                    for q in self.queues
+                    if n in plan[q] and n in acknowledged and (q in consumed) != self.resume
+                }
             )
-        return after
+            if not wrong:
+                return after
+            if time.monotonic() >= deadline:
+                raise PauseError(
+                    f"after the broadcast, inspect active_queues still disagrees on {', '.join(wrong)}",
+                    changed=True,
+                    workers=after,
+                )
+            time.sleep(0.05)
 
     def _settle(self, limit: float) -> tuple[list[dict[str, Any]], list[str]]:
         """Tasks a worker prefetched before the cancel still start: wait up to ``limit`` for them.

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .buildlock import build_lock
 from .paths import REPO
 
 VENVS = REPO / ".cache" / "venvs"
@@ -15,6 +16,11 @@ VENVS = REPO / ".cache" / "venvs"
 def venv_with(name: str, requirements: list[str]) -> Path:
     """A virtualenv at .cache/venvs/NAME with exactly these pinned requirements; reused when unchanged."""
     path = VENVS / name
+    with build_lock(path):
+        return _build(path, requirements)
+
+
+def _build(path: Path, requirements: list[str]) -> Path:
     stamp = path / ".requirements.sha256"
     want = hashlib.sha256("\n".join(sorted(requirements)).encode()).hexdigest()
     if stamp.exists() and stamp.read_text() == want:

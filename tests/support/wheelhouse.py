@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .buildlock import build_lock
 from .paths import REPO
 
 WHEELHOUSES = REPO / ".cache" / "wheelhouse"
@@ -21,6 +22,11 @@ RQ_REQUIREMENTS = ["rq==2.12.0"]
 def wheelhouse_with(name: str, requirements: list[str]) -> Path:
     """Wheels for ``requirements`` and their dependencies, pinned by requirements-dev.txt; reused when unchanged."""
     path = WHEELHOUSES / name
+    with build_lock(path):
+        return _build(path, requirements)
+
+
+def _build(path: Path, requirements: list[str]) -> Path:
     stamp = path / ".requirements.sha256"
     constraints = (REPO / "requirements-dev.txt").read_bytes()
     want = hashlib.sha256("\n".join(sorted(requirements)).encode() + constraints).hexdigest()
