@@ -80,15 +80,25 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _env(redis_url: str, release: str | None, fail_every: int | None, app_path: Path) -> dict[str, str]:
+def _env(
+    redis_url: str,
+    release: str | None,
+    fail_every: int | None,
+    app_path: Path | None,
+    extra_env: dict[str, str] | None = None,
+) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(app_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    if app_path is None:  # the app is installed in the venv (a release wheel): nothing may shadow it
+        env.pop("PYTHONPATH", None)
+    else:
+        env["PYTHONPATH"] = os.pathsep.join([str(app_path), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["SAMPLEAPP_REDIS_URL"] = redis_url
     env["PYTHONUNBUFFERED"] = "1"
     if release is not None:
         env["SAMPLEAPP_RELEASE"] = release
     if fail_every is not None:
         env["SAMPLEAPP_FAIL_EVERY"] = str(fail_every)
+    env.update(extra_env or {})
     return env
 
 
@@ -120,15 +130,20 @@ def start_rq_worker(
     venv: Path = DEV_VENV,
     release: str | None = None,
     fail_every: int | None = None,
-    app_path: Path = SAMPLE_APP,
+    app_path: Path | None = SAMPLE_APP,
     extra_args: list[str] | None = None,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """`rq worker --name NAME QUEUES...`; ready once it has registered itself in Redis."""
+    """`rq worker --name NAME QUEUES...`; ready once it has registered itself in Redis.
+
+    ``command`` replaces ``<venv>/bin/rq worker`` (a release's ``sampleapp-rq-worker``, say);
+    ``app_path=None`` runs the app installed in the venv; ``env`` adds to the worker's environment.
+    """
     import redis
 
     args = [
-        str(venv / "bin" / "rq"),
-        "worker",
+        *(command or [str(venv / "bin" / "rq"), "worker"]),
         "--url",
         redis_url,
         "--name",
@@ -138,7 +153,7 @@ def start_rq_worker(
         *(extra_args or []),
         *queues,
     ]
-    worker = _spawn(name, args, _env(redis_url, release, fail_every, app_path))
+    worker = _spawn(name, args, _env(redis_url, release, fail_every, app_path, env))
     client = redis.Redis.from_url(redis_url)
     try:
         return _wait_for(worker, lambda: client.sismember("rq:workers", f"rq:worker:{name}"), "rq worker")
@@ -155,17 +170,20 @@ def start_celery_worker(
     release: str | None = None,
     fail_every: int | None = None,
     concurrency: int = 2,
-    app_path: Path = SAMPLE_APP,
+    app_path: Path | None = SAMPLE_APP,
     events: bool = True,
     extra_args: list[str] | None = None,
+    command: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> WorkerProcess:
-    """`celery -A sampleapp.celery_app worker -n NAME@host -Q QUEUES`; ready once it logs "ready"."""
+    """`celery -A sampleapp.celery_app worker -n NAME@host -Q QUEUES`; ready once it logs "ready".
+
+    ``command`` replaces ``<venv>/bin/celery -A sampleapp.celery_app worker`` (a release's
+    ``sampleapp-celery-worker``, say); ``app_path`` and ``env`` as for :func:`start_rq_worker`.
+    """
     nodename = name if "@" in name else f"{name}@{socket.gethostname()}"
     args = [
-        str(venv / "bin" / "celery"),
-        "-A",
-        "sampleapp.celery_app",
-        "worker",
+        *(command or [str(venv / "bin" / "celery"), "-A", "sampleapp.celery_app", "worker"]),
         "-n",
         nodename,
         "-Q",
@@ -181,5 +199,5 @@ def start_celery_worker(
         *(["-E"] if events else []),
         *(extra_args or []),
     ]
-    worker = _spawn(nodename, args, _env(redis_url, release, fail_every, app_path))
+    worker = _spawn(nodename, args, _env(redis_url, release, fail_every, app_path, env))
     return _wait_for(worker, lambda: f"{nodename} ready." in worker.log(), "celery worker")
