@@ -1,0 +1,89 @@
+"""A bounded load generator: enqueues sample tasks at a steady rate until told to stop.
+
+Every token goes into the ledger's enqueued set *before* it is enqueued, so the ledger counts
+exactly what was asked of the fleet (tests/support/ledger.py reads it back).
+
+    python -m tests.support.loadgen --backend rq --redis-url redis://10.0.0.2:6379/0 \
+        --queues orders --rate 20 --max 20000 --prefix case1
+
+It stops when ``--max`` tokens were enqueued, or when the key ``queueops:loadgen:stop`` exists,
+and keeps the count it reached in ``queueops:loadgen:count``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+import uuid
+
+import redis
+
+ENQUEUED = "queueops:ledger:enqueued"
+STOP_KEY = "queueops:loadgen:stop"
+COUNT_KEY = "queueops:loadgen:count"
+
+
+def _sender(backend: str, url: str):
+    if backend == "rq":
+        from rq import Queue
+
+        connection = redis.Redis.from_url(url)
+        queues: dict[str, Queue] = {}
+
+        def send(queue: str, token: str) -> None:
+            if queue not in queues:
+                queues[queue] = Queue(queue, connection=connection)
+            queues[queue].enqueue("sampleapp.tasks.work", token, result_ttl=3600, failure_ttl=86400)
+
+        return send
+    from celery import Celery
+
+    app = Celery("loadgen", broker=url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+
+    def send(queue: str, token: str) -> None:
+        app.send_task("sampleapp.work", args=[token], queue=queue)
+
+    return send
+
+
+def run(backend: str, url: str, queues: list[str], rate: float, maximum: int, prefix: str) -> int:
+    client = redis.Redis.from_url(url)
+    client.delete(STOP_KEY)
+    send = _sender(backend, url)
+    interval = 1.0 / rate
+    started = time.monotonic()
+    count = 0
+    for count, queue in zip(range(1, maximum + 1), itertools.cycle(queues)):
+        if client.exists(STOP_KEY):
+            count -= 1
+            break
+        token = f"{prefix}-{count}-{uuid.uuid4().hex[:8]}"
+        client.sadd(ENQUEUED, token)
+        send(queue, token)
+        client.set(COUNT_KEY, count)
+        delay = started + count * interval - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    client.set(COUNT_KEY, count)
+    return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["rq", "celery"], required=True)
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--queues", required=True, help="comma-separated")
+    parser.add_argument("--rate", type=float, default=20.0, help="tasks per second")
+    parser.add_argument("--max", type=int, default=100_000, help="tasks in all, then stop")
+    parser.add_argument("--prefix", default="load")
+    args = parser.parse_args(argv)
+    count = run(args.backend, args.redis_url, args.queues.split(","), args.rate, args.max, args.prefix)
+    print(f"enqueued {count} task(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
