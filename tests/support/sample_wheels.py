@@ -65,6 +65,10 @@ RELEASES: dict[str, SampleRelease] = {
             "cannot start: the worker imports a name its package lacks",
             startup_imports=("sampleapp.ledger:record_refund",),
         ),
+        # A release marked failed is never activated again: the scenarios that break more than one
+        # deploy in a row take these.
+        SampleRelease("1.2.1", "bad, like 1.2.0", fail_every=3),
+        SampleRelease("1.4.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
     )
 }
 VERSIONS = tuple(RELEASES)
