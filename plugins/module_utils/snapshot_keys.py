@@ -5,17 +5,24 @@ of their value, and how a restore puts them back in one MULTI/EXEC transaction.
 
 Every Redis error becomes a ``RedisFailed`` (a SnapshotError) here, so callers never need redis-py:
 a snapshot of files only works, and reports file errors as file errors, where redis-py is absent.
+Inside ``errors_in_words`` (the module sets it around its work) a refusal is said as every module
+says it (``redis_errors``): which user, at which host:port/db, lacks which command or key, and what for.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
+from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
+    RedisConnectionError,
+    redis_errors,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
     Limits,
     RestorePlan,
@@ -51,12 +58,51 @@ class KeysPartlyRestored(RedisFailed):
         self.done = done
 
 
+# The connection options and what the module does (``errors_in_words``), while it works on keys.
+_SPEAKER: ContextVar[tuple[Mapping[str, Any], str] | None] = ContextVar("snapshot_keys_speaker", default=None)
+
+
 @contextlib.contextmanager
-def _redis_step(what: str) -> Iterator[None]:
+def errors_in_words(params: Mapping[str, Any], purpose: str) -> Iterator[None]:
+    """Inside the block, a Redis error of this file is said as ``redis_errors`` says it for ``params``.
+
+    ``purpose`` is what the module does, after "to" (``"take snapshot orders"``): a refused SCAN
+    reads "... may not run the SCAN command, needed to find the keys matching cfg:* to take
+    snapshot orders (grant it with the ACL rule +scan)".
+    """
+    token = _SPEAKER.set((params, purpose))
+    try:
+        yield
+    finally:
+        _SPEAKER.reset(token)
+
+
+def _in_words(exc: BaseException, step: str, keys: Sequence[Any] = ()) -> str | None:
+    """``exc`` in the words of ``redis_errors`` (an ACL refusal, a lost connection, a read-only
+    replica...), or None outside ``errors_in_words`` and for errors it leaves to the caller."""
+    speaker = _SPEAKER.get()
+    if speaker is None:
+        return None
+    params, purpose = speaker
+    try:
+        with redis_errors(params, f"{step} to {purpose}", keys=[_label(key) for key in keys]):
+            raise exc
+    except RedisConnectionError as said:
+        return str(said)
+    except Exception:  # noqa: BLE001 - not one redis_errors explains: the caller says it its own way
+        return None
+
+
+def _label(key: Any) -> str:
+    return key_label(key) if isinstance(key, bytes) else str(key)
+
+
+@contextlib.contextmanager
+def _redis_step(step: str, keys: Sequence[Any] = ()) -> Iterator[None]:
     try:
         yield
     except RedisError as exc:
-        raise RedisFailed(f"Redis failed while {what}: {exc}") from None
+        raise RedisFailed(_in_words(exc, step, keys) or f"Redis failed to {step}: {exc}") from None
 
 
 # ------------------------------------------------------------------------------------ read
@@ -110,7 +156,7 @@ def scan_keys(client, patterns: list[str]) -> list[bytes]:
     The event stream is never part of a snapshot: a restore must not roll back the record of it.
     """
     names: set[bytes] = set()
-    with _redis_step(f"scanning for keys matching {', '.join(patterns)}"):
+    with _redis_step(f"find the keys matching {', '.join(patterns)}"):
         for pattern in patterns:
             for name in client.scan_iter(match=pattern, count=SCAN_COUNT):
                 names.add(name)
@@ -126,9 +172,9 @@ def read_key_states(
     Keys that vanish between the reads are left out.
     """
     states: dict[bytes, dict[str, Any]] = {}
-    with _redis_step("reading the keys"):
-        for start in range(0, len(names), BATCH):
-            batch = names[start : start + BATCH]
+    for start in range(0, len(names), BATCH):
+        batch = names[start : start + BATCH]
+        with _redis_step("read the keys", batch):
             present = _read_types(client, batch, states, with_payload, limits)
             _read_digests(client, present, states)
     return states
@@ -208,24 +254,28 @@ def apply_keys(plan: RestorePlan, client, done: RestorePlan) -> None:
     batches = [plan.key_deletes[start : start + BATCH] for start in range(0, len(plan.key_deletes), BATCH)]
     for batch in batches:
         pipe.delete(*batch)
+    step = "restore and delete keys in one transaction"
+    touched = [name for name, _entry, _why in plan.key_restores] + list(plan.key_deletes)
     try:
         results = pipe.execute(raise_on_error=False)
     except ResponseError as exc:  # refused when queued: EXEC answers EXECABORT and runs nothing
-        raise RedisFailed(f"Redis refused the restore transaction, so no key was changed: {exc}") from None
+        said = _in_words(exc, step, touched) or exc
+        raise RedisFailed(f"Redis refused the restore transaction, so no key was changed: {said}") from None
     except RedisError as exc:
+        said = _in_words(exc, step, touched) or exc
         raise RedisFailed(
-            f"the restore transaction failed ({exc}); if it ran before the connection failed, "
+            f"the restore transaction failed ({said}); if it ran before the connection failed, "
             "running the restore again converges"
         ) from None
     errors = []
     for restore, result in zip(plan.key_restores, results):
         if isinstance(result, Exception):
-            errors.append(f"RESTORE {key_label(restore[0])}: {result}")
+            errors.append(f"RESTORE {key_label(restore[0])}: {_in_words(result, step, [restore[0]]) or result}")
         else:
             done.key_restores.append(restore)
     for batch, result in zip(batches, results[len(plan.key_restores) :]):
         if isinstance(result, Exception):
-            errors.append(f"DEL of {len(batch)} key(s): {result}")
+            errors.append(f"DEL of {len(batch)} key(s): {_in_words(result, step, batch) or result}")
         else:
             done.key_deletes.extend(batch)
     if errors:

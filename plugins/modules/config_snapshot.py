@@ -126,6 +126,10 @@ notes:
   - A snapshot of files only never needs the redis Python library.
   - Taking and restoring on a live pool is safe but not a point-in-time copy across files and keys;
     pause the pool's queues first (M(queueops.rollback.queue_pause)) for a consistent snapshot.
+  - "Redis ACL: the user needs C(+ping +scan +type +pttl +dump +get +lrange +smembers +hgetall +zrange +multi +exec
+    +restore +del +xadd ~<pattern> ~queueops:events). C(<pattern>) stands for each of O(redis_keys) (the glob syntax
+    of C(SCAN MATCH) and of ACL key patterns is the same). A snapshot of files only needs C(+ping +xadd
+    ~queueops:events) to record its event, and nothing when no connection is given."
 seealso:
   - module: queueops.rollback.worker_version
 """
@@ -314,6 +318,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
     connect,
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_diff import restore_diff, take_diff
+from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_keys import errors_in_words
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_FILES,
@@ -334,6 +339,13 @@ from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_store i
 )
 
 MODULE = "config_snapshot"
+# What each state does, for the words of a Redis refusal ("... needed to read the keys to take snapshot orders").
+PURPOSES = {
+    "present": "take snapshot {}",
+    "restored": "restore snapshot {}",
+    "absent": "delete snapshots of {}",
+    "query": "list the snapshots of {}",
+}
 
 
 def _printable(value):
@@ -510,14 +522,15 @@ def run_module() -> None:
     try:
         validate_snapshot_name(params["name"])
         limits = Limits(max_files=params["max_files"], max_bytes=params["max_bytes"])
-        if params["state"] == "present":
-            _present(module, redis, limits, result)
-        elif params["state"] == "restored":
-            _restored(module, redis, limits, result)
-        elif params["state"] == "absent":
-            _absent(module, redis, result)
-        else:
-            _query(module, result)
+        with errors_in_words(params, PURPOSES[params["state"]].format(params["name"])):
+            if params["state"] == "present":
+                _present(module, redis, limits, result)
+            elif params["state"] == "restored":
+                _restored(module, redis, limits, result)
+            elif params["state"] == "absent":
+                _absent(module, redis, result)
+            else:
+                _query(module, result)
     except (SnapshotError, LockHeld) as exc:
         module.fail_json(**_printable({**result, "msg": str(exc)}))
     except OSError as exc:
