@@ -35,6 +35,17 @@ options:
     description: Celery only. Seconds to wait for the workers' answers.
     type: float
     default: 1.0
+notes:
+  - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +exists +ttl +llen +zcard +zrange +hmget
+    %R~rq:*). Read-only, keys included. C(+client|list) tells a live worker from a killed one (refused, the module
+    goes by heartbeats only)."
+  - "Redis ACL (celery): the user needs C(+ping +multi +exec +llen +sadd +srem +del +brpop +publish +set +get
+    +evalsha +script|load +zrevrangebyscore +scan +smembers +hgetall ~*.reply.celery.pidbox* ~unacked_mutex
+    ~unacked_index %R~queueops:celery:paused %R~_kombu.binding.* %R~unacked %R~<queue>* &/<db>.celery.pidbox).
+    C(<queue>) stands for each of O(queues); every key but the reply lists is read only. The Celery rules hold the
+    remote control every Celery client uses: broadcasts published on the channel C(/<db>.celery.pidbox) (C(<db>) is
+    the database number), replies read from a list C(<uuid>.reply.celery.pidbox) the client declares and deletes,
+    and kombu's C(unacked_mutex) lock and C(unacked_index) read when it starts consuming."
 """
 
 EXAMPLES = r"""

@@ -96,6 +96,20 @@ options:
         waiting then are returned in RV(prefetched_pending) with a warning (Celery cannot take them back).
     type: float
     default: 10
+notes:
+  - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +exists +ttl +llen +zrange +hmget +set
+    +del +expire +multi +exec +hset +lpush +lrem +zrem +xadd ~rq:* ~queueops:events). C(+client|list) finds the
+    workers waiting in their dequeue and tells a live worker from a killed one (refused, the module goes by
+    heartbeats only); the writes are C(rq:suspended), the wake-up jobs and the event."
+  - "Redis ACL (celery): the user needs C(+ping +multi +exec +llen +sadd +srem +del +brpop +publish +set +get
+    +evalsha +script|load +zrevrangebyscore +scan +smembers +hgetall +hset +hdel +xadd ~*.reply.celery.pidbox*
+    ~unacked_mutex ~unacked_index ~queueops:celery:paused %R~_kombu.binding.* %R~unacked %R~<queue>*
+    ~queueops:events &/<db>.celery.pidbox). C(<queue>) stands for each of O(queues). The pause records are the hash
+    C(queueops:celery:paused); C(_kombu.binding.*) tells queues and workers the broker knows; C(unacked) is read by
+    O(state=drained). The Celery rules hold the remote control every Celery client uses: broadcasts published on the
+    channel C(/<db>.celery.pidbox) (C(<db>) is the database number), replies read from a list
+    C(<uuid>.reply.celery.pidbox) the client declares and deletes, and kombu's C(unacked_mutex) lock and
+    C(unacked_index) read when it starts consuming."
 """
 
 EXAMPLES = r"""

@@ -91,6 +91,17 @@ options:
 notes:
   - The module observes; it changes nothing but the event stream. In check mode it observes and judges
     the same way and records no event.
+  - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +zrangebyscore +hmget +xadd
+    %R~rq:* ~queueops:events). Read-only but for the verdict's event."
+  - "Redis ACL (celery): the user needs C(+ping +multi +exec +llen +sadd +srem +del +brpop +publish +set +get
+    +evalsha +script|load +zrevrangebyscore +psubscribe +unsubscribe +xadd ~*.reply.celery.pidbox* ~unacked_mutex
+    ~unacked_index ~celeryev.* ~_kombu.binding.celeryev %R~<queue>* ~queueops:events &/<db>.celery.pidbox
+    &/<db>.celeryev/*). C(<queue>) stands for each of O(queues). The events are received by subscribing to the
+    channel pattern C(/<db>.celeryev/*) with a queue C(celeryev.<uuid>) bound in C(_kombu.binding.celeryev); the
+    live workers answer a ping broadcast. The Celery rules hold the remote control every Celery client uses:
+    broadcasts published on the channel C(/<db>.celery.pidbox) (C(<db>) is the database number), replies read from a
+    list C(<uuid>.reply.celery.pidbox) the client declares and deletes, and kombu's C(unacked_mutex) lock and
+    C(unacked_index) read when it starts consuming."
 seealso:
   - module: queueops.rollback.task_requeue
 """

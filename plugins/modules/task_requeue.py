@@ -105,6 +105,16 @@ options:
 notes:
   - Check mode counts what would be replayed and returns its ids; nothing is moved or published.
   - A job whose data expired (RQ C(failure_ttl)) cannot be replayed and is reported under C(skipped).
+  - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +lrange +zrange +hmget
+    +script|load +evalsha +exists +hset +hdel +zrem +rpush +lpop +sadd +xadd ~rq:* ~queueops:events). The moves run
+    as server-side scripts whose commands (C(HSET), C(ZREM), C(RPUSH)...) the ACL checks too; C(+hdel) is for RQ 1.x
+    jobs, C(+client|list) for O(source=abandoned) (which workers are gone), C(+lrange) for check mode of
+    O(source=queue)."
+  - "Redis ACL (celery): the user needs C(+ping +scan +mget +get +set +del +script|load +evalsha +multi +exec +llen
+    +sadd +lpush +xadd %R~celery-task-meta-* ~queueops:replayed:* ~_kombu.binding.<queue> ~<queue>*
+    ~queueops:events). C(<queue>) stands for each queue tasks are published to (O(to_queue), or the queues of the
+    failed tasks); C(queueops:replayed:*) are the replay markers. With O(broker_url), the publishing part (C(+multi
+    +exec +llen +sadd +lpush) on C(_kombu.binding.<queue>) and C(<queue>*)) is needed there."
 seealso:
   - module: queueops.rollback.rollout_check
 """
