@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 top=$PWD
 ansible_wheel_version=12.3.0            # the `ansible` release that ships ansible-core 2.19
 wanted_collections=(containers/podman)  # only what the tests use
-apt_packages=(podman runc debootstrap redis-server python3-venv git)
+apt_packages=(podman runc debootstrap redis-server python3-venv git openssh-client)  # ssh: Molecule reaches its hosts over SSH
 
 say() { printf '  %-12s %s\n' "$1" "$2"; }
 

@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Build the local container image the Molecule scenarios use: Debian bookworm with systemd as
-# PID 1, Python 3 (for Ansible and the workers' virtualenvs) and redis-server. No registry is
-# reachable, so the root filesystem comes from debootstrap against this machine's apt mirror and
-# is imported with `podman import`. Skipped when the image already exists.
+# PID 1, Python 3 (for Ansible and the workers' virtualenvs), redis-server (which brings
+# redis-cli through redis-tools) and openssh-server, so that Ansible and testinfra reach the
+# worker containers over SSH as they reach production hosts. No registry is reachable, so the
+# root filesystem comes from debootstrap against this machine's apt mirror and is imported with
+# `podman import`. Skipped when the image already exists; bump the tag when the contents change.
+#
+# sshd: root logs in by key only (the key is made per Molecule run and mounted as
+# /root/.ssh/authorized_keys by molecule/shared/create.yml); no passwords, no DNS look-ups. Each
+# container makes its own ed25519 host key when ssh.service first starts, so no two containers
+# (and no two runs) share one; create.yml reads it with `podman exec` for the run's known_hosts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-image=${QUEUEOPS_IMAGE:-localhost/queueops-node:bookworm-1}
-packages=systemd,systemd-sysv,dbus,python3,python3-venv,procps,iproute2,redis-server
+image=${QUEUEOPS_IMAGE:-localhost/queueops-node:bookworm-2}
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,procps,iproute2,redis-server,openssh-server
 
 if podman image exists "$image"; then
   echo "image $image: present"
@@ -21,10 +28,37 @@ debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror"
 rm -f "$rootfs.log"
 # Units that make no sense in a container, and an apt cache nobody needs.
 for unit in getty.target systemd-logind.service systemd-udevd.service systemd-remount-fs.service \
-            redis-server.service; do
+            redis-server.service ssh.socket; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+
+# --- sshd ---------------------------------------------------------------------------------------
+# Debian's sshd_config reads sshd_config.d/*.conf first, and the first value of a keyword wins.
+cat >"$rootfs/etc/ssh/sshd_config.d/queueops.conf" <<'CONF'
+# queueops test image: root by key only, one ed25519 host key made at first boot.
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UseDNS no
+PrintLastLog no
+HostKey /etc/ssh/ssh_host_ed25519_key
+CONF
+# The host keys debootstrap's postinst made would be shared by every container: make one per
+# container instead, before Debian's own `sshd -t` check runs.
+rm -f "$rootfs"/etc/ssh/ssh_host_*
+mkdir -p "$rootfs/etc/systemd/system/ssh.service.d"
+cat >"$rootfs/etc/systemd/system/ssh.service.d/queueops-host-key.conf" <<'CONF'
+[Service]
+ExecStartPre=
+ExecStartPre=/bin/sh -c 'test -s /etc/ssh/ssh_host_ed25519_key || exec /usr/bin/ssh-keygen -q -t ed25519 -N "" -f /etc/ssh/ssh_host_ed25519_key'
+ExecStartPre=/usr/sbin/sshd -t
+CONF
+# sshd at boot (the package's postinst enables it already; say so here rather than rely on it).
+mkdir -p "$rootfs/etc/systemd/system/multi-user.target.wants"
+ln -sf /lib/systemd/system/ssh.service "$rootfs/etc/systemd/system/multi-user.target.wants/ssh.service"
+install -d -m 0700 "$rootfs/root/.ssh"
+
 tar -C "$rootfs" -c . | podman import --quiet \
   --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$image" >/dev/null
 echo "image $image: built"
