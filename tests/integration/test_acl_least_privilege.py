@@ -412,8 +412,22 @@ def test_task_requeue_celery_without_the_replay_markers_is_refused_in_words_and_
 # --- rollout_check ----------------------------------------------------------------------------
 
 
-def _enqueue_later(enqueue, delay: float = 1.5) -> threading.Thread:
-    thread = threading.Thread(target=lambda: (time.sleep(delay), enqueue()), daemon=True)
+def _enqueue_once_observed(enqueue, redis_client, user: str, *, subscribed: bool = False) -> threading.Thread:
+    """Run ``enqueue`` once the module holds a connection as ``user`` (``subscribed``: to the Celery
+    events): its window has begun by then."""
+
+    def observed() -> bool:
+        return any(
+            client.get("user") == user and (not subscribed or int(client.get("psub", 0)) > 0)
+            for client in redis_client.client_list()
+        )
+
+    def produce() -> None:
+        assert wait_until(observed, timeout=60)
+        time.sleep(0.5)
+        enqueue()
+
+    thread = threading.Thread(target=produce, daemon=True)
     thread.start()
     return thread
 
@@ -427,7 +441,9 @@ def test_rollout_check_rq_judges_as_the_documented_user(redis_server, redis_clie
     workers.append(start_rq_worker(redis_server.url, ["orders"], RQ_WORKER, release="1.0.0"))
     url = acl.create("qo-gate-rq", documented_rule("rollout_check", "rq"))
     queue = Queue("orders", connection=redis_client)
-    producer = _enqueue_later(lambda: [queue.enqueue("sampleapp.tasks.work", f"t{i}") for i in range(3)])
+    producer = _enqueue_once_observed(
+        lambda: [queue.enqueue("sampleapp.tasks.work", f"t{i}") for i in range(3)], redis_client, "qo-gate-rq"
+    )
 
     gate = run_module("rollout_check", {**GATE, "backend": "rq", "redis_url": url})
     producer.join()
@@ -462,8 +478,11 @@ def test_rollout_check_celery_judges_as_the_documented_user(redis_server, redis_
     workers.append(start_celery_worker(redis_server.url, ["orders"], NODE, release="1.0.0", concurrency=1))
     url = acl.create("qo-gate-celery", documented_rule("rollout_check", "celery", queues=["orders"]))
     app = Celery(broker=redis_server.url, set_as_current=False)
-    producer = _enqueue_later(
-        lambda: [app.send_task("sampleapp.work", args=[f"t{i}"], queue="orders") for i in range(3)], delay=2
+    producer = _enqueue_once_observed(
+        lambda: [app.send_task("sampleapp.work", args=[f"t{i}"], queue="orders") for i in range(3)],
+        redis_client,
+        "qo-gate-celery",
+        subscribed=True,
     )
 
     gate = run_module("rollout_check", {**GATE, "backend": "celery", "window": 6, "redis_url": url})
