@@ -62,8 +62,12 @@ def make_app(params: dict[str, Any]):
     if params.get("broker_url"):
         params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None)
     app = Celery("queueops", set_as_current=False)
+    settings = celery_settings(params)
+    # The bare app only broadcasts and inspects: it must never restore the unacked messages of a
+    # killed worker (kombu does that when a channel starts consuming), which needs other rights.
+    settings["broker_transport_options"] = {**settings["broker_transport_options"], "unacked_restore_limit": 0}
     app.conf.update(
-        **celery_settings(params),
+        **settings,
         broker_connection_retry=False,
         broker_connection_retry_on_startup=False,
         broker_connection_max_retries=0,

@@ -416,6 +416,24 @@ def redis_errors(params: Mapping[str, Any], doing: str, *, keys: Sequence[str] =
         if explained is None:
             raise
         raise explained from None
+    except Exception as exc:
+        # kombu re-raises Redis errors as its own (OperationalError), with the Redis error as cause.
+        cause = _redis_cause(exc)
+        explained = _explain(params, cause, doing, keys) if cause is not None else None
+        if explained is None:
+            raise
+        raise explained from None
+
+
+def _redis_cause(exc: BaseException) -> BaseException | None:
+    """The Redis error a library wrapped ``exc`` around, if any."""
+    seen = 0
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and seen < 10:
+        if _RESPONSE_ERRORS and isinstance(cause, _RESPONSE_ERRORS + _PROTOCOL_ERRORS + _CONNECTION_ERRORS):
+            return cause
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return None
 
 
 # --- errors in words --------------------------------------------------------------------------

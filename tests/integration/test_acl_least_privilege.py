@@ -187,11 +187,6 @@ def test_queue_pause_celery_without_its_pause_records_is_refused_in_words_and_pa
     assert info["queues"]["orders"]["paused"] is False and info["queues"]["orders"]["consumers"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kombu re-raises a refusal of its own commands (PUBLISH, BRPOP, SADD...) as kombu OperationalError, "
-    "which redis_errors does not unwrap: the message is redis-py's raw text",
-)
 def test_queue_pause_celery_without_the_pidbox_channel_is_refused_in_words_and_pauses_nothing(
     redis_server, redis_client, workers, acl
 ):
