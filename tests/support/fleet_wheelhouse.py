@@ -32,6 +32,9 @@ from .wheelhouse import WHEELHOUSES
 
 FLEET = WHEELHOUSES / "fleet"
 FRAMEWORKS = ["rq==2.12.0", "celery[redis]==5.5.3"]
+# Wheels the worker hosts need although the controller does not: Debian bookworm's Python is
+# 3.11.2, and redis-py needs async-timeout below 3.11.3.
+HOST_ONLY = ["async-timeout==5.0.1"]
 CONSTRAINTS = REPO / "requirements-dev.txt"
 STAMP = ".inputs.json"
 
@@ -52,7 +55,7 @@ def fleet_wheelhouse(path: Path = FLEET) -> Path:
 def _dependencies_digest() -> str:
     python = f"{sys.implementation.name}{sys.version_info.major}{sys.version_info.minor}"
     return hashlib.sha256(
-        "\n".join([python, *sorted(FRAMEWORKS)]).encode() + b"\0" + CONSTRAINTS.read_bytes()
+        "\n".join([python, *sorted(FRAMEWORKS + HOST_ONLY)]).encode() + b"\0" + CONSTRAINTS.read_bytes()
     ).hexdigest()
 
 
@@ -96,6 +99,7 @@ def _build_dependencies(path: Path) -> None:
                 "-c",
                 str(CONSTRAINTS),
                 *FRAMEWORKS,
+                *HOST_ONLY,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
