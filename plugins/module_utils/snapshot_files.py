@@ -21,6 +21,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import (
     is_within,
     sha256_file,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import GLOB_CHARS
 from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifest import (
     FILES_BLOB,
     CorruptSnapshot,
@@ -31,7 +32,6 @@ from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_manifes
     read_file_copy,
 )
 
-GLOB_CHARS = frozenset("*?[")
 PSEUDO_ROOTS = ("/proc", "/sys", "/dev", "/run")
 # Kernel filesystems that are not configuration (and can be endless), wherever they are mounted.
 PSEUDO_FS_TYPES = frozenset(

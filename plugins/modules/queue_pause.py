@@ -145,10 +145,12 @@ paused:
   returned: always
   type: list
   elements: str
+  sample: ["orders", "emails"]
 suspension_ttl:
   description: RQ. Seconds left before C(rq:suspended) expires; null when it does not expire or is not set.
   returned: backend is rq
   type: int
+  sample: 1790
 woken_workers:
   description: RQ. Idle workers handed a no-op job so that they read the suspension at once.
   returned: backend is rq and state is not resumed
@@ -179,6 +181,7 @@ workers:
   description: Celery. Node name to the queues it consumes after the change (nodes that answered).
   returned: backend is celery
   type: dict
+  sample: {"orders:2.4.1:1@web-1": []}
 prefetched_pending:
   description:
     - Celery, O(state=paused) or O(state=drained). Tasks of O(queues) that workers had prefetched before
@@ -187,29 +190,36 @@ prefetched_pending:
   returned: backend is celery and the queues were paused by this run
   type: list
   elements: dict
+  sample: [{"id": "0c1b", "name": "orders.charge", "queue": "orders", "worker": "orders:2.4.1:1@web-1",
+            "state": "reserved"}]
 missing_workers:
   description: Celery. Workers that did not answer.
   returned: backend is celery
   type: list
   elements: str
+  sample: []
 in_flight_at_start:
   description: O(state=drained). Number of tasks in flight when the drain started.
   returned: state is drained
   type: int
+  sample: 3
 in_flight_at_start_tasks:
   description: O(state=drained). Those tasks (id, queue, worker).
   returned: state is drained
   type: list
   elements: dict
+  sample: [{"job_id": "5f0c", "queue": "orders", "worker": "orders:2.4.1:web-1-1"}]
 left:
   description: O(state=drained). Number of tasks still in flight at the end (0 when drained).
   returned: state is drained
   type: int
+  sample: 0
 stragglers:
   description: O(state=drained). Tasks still in flight at the end, with C(job_id) or C(id), C(queue) and C(worker).
   returned: state is drained
   type: list
   elements: dict
+  sample: []
 abandoned:
   description:
     - RQ, O(state=drained). Jobs left in the started registries of O(queues) by workers that are gone
@@ -219,10 +229,12 @@ abandoned:
   returned: backend is rq and state is drained
   type: list
   elements: dict
+  sample: [{"job_id": "77aa", "queue": "orders", "worker": "orders:2.4.1:web-2-1", "reason": "its worker is gone"}]
 elapsed:
   description: O(state=drained). Seconds the drain waited.
   returned: state is drained
   type: float
+  sample: 1.42
 """
 
 from typing import Any

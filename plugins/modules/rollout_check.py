@@ -134,10 +134,12 @@ healthy:
   description: Whether the gate passes (an inconclusive verdict is mapped through O(inconclusive_is)).
   returned: always
   type: bool
+  sample: false
 verdict:
   description: C(healthy), C(unhealthy) or C(inconclusive).
   returned: always
   type: str
+  sample: unhealthy
 reason:
   description: The verdict in words, with the numbers and limits behind it.
   returned: always
@@ -148,12 +150,14 @@ reasons:
   returned: always
   type: list
   elements: str
+  sample: ["77 of 249 tasks failed (30.9%), more than max_failure_ratio 5.0%"]
 numbers:
   description:
     - Everything measured - C(window), C(tasks), C(successes), C(failures), C(failure_ratio), C(live_workers),
       C(workers) (their names), C(backlog_before), C(backlog_after), C(backlog_growth) - and the C(thresholds).
   returned: always
   type: dict
+  sample: {"successes": 172, "failures": 77, "live_workers": 6, "backlog_before": 84, "backlog_after": 0}
 """
 
 from typing import Any

@@ -163,6 +163,7 @@ ids:
   returned: always
   type: list
   elements: str
+  sample: ["5f0c9d", "77aa01"]
 sources:
   description:
     - Per source, C(candidates) looked at, C(selected) by the filters, C(replayed), C(skipped) (reason to
@@ -175,6 +176,7 @@ filters:
   description: The filters applied (O(since) as epoch seconds).
   returned: always
   type: dict
+  sample: {"failed_by": "2.4.1", "pool": "orders"}
 """
 
 from typing import Any

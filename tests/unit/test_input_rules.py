@@ -93,3 +93,17 @@ def test_rules_cover_every_number_and_name_option_the_modules_share():
     assert shared <= set(validation.RULES)
     with pytest.raises(validation.InvalidInput, match="must be a finite number of seconds"):
         validation.RULES["window"](float("nan"), "window")
+
+
+@pytest.mark.parametrize(
+    "module", ["config_snapshot", "queue_info", "queue_pause", "rollout_check", "task_requeue", "worker_version"]
+)
+def test_every_return_entry_of_every_module_has_a_sample(module):
+    import importlib
+
+    import yaml
+
+    documented = yaml.safe_load(
+        importlib.import_module(f"ansible_collections.queueops.rollback.plugins.modules.{module}").RETURN
+    )
+    assert [name for name, entry in documented.items() if "sample" not in entry] == []

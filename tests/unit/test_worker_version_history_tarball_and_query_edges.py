@@ -1,4 +1,4 @@
-"""worker_version review: history, tarball and query edge cases found by an adversarial review."""
+"""worker_version: edge cases of the history, of tarballs and of query."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""queue_pause / queue_info review: faults a user hits with real RQ and Celery workers."""
+"""queue_pause and queue_info with killed workers, and with pauses of some workers only (real RQ and Celery)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Review of task_requeue and rollout_check: killed workers, live workers with stale heartbeats, odd options."""
+"""task_requeue and rollout_check with killed workers, live workers with stale heartbeats, and odd options."""
 
 from __future__ import annotations
 

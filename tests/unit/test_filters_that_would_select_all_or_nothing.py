@@ -1,4 +1,4 @@
-"""Review of the replay filters and the gate's options: values that would silently select all or nothing."""
+"""Replay filters and gate options: values that would silently select all tasks or none are refused."""
 
 from __future__ import annotations
 
