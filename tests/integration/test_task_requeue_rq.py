@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
