@@ -146,7 +146,7 @@ def test_each_wheel_is_complete_and_says_which_release_it_is(wheelhouse):
             release_py = wheel.read("sampleapp/release.py").decode()
             assert f"VERSION = {version!r}" in release_py
             assert f"FAIL_EVERY = {release.fail_every}" in release_py
-            assert release.fail_every == (3 if version.startswith('1.2.') else 0)
+            assert release.fail_every == (3 if version.startswith("1.2.") else 0)
 
 
 def test_wheels_are_reproducible_and_the_wheelhouse_is_reused(wheelhouse, tmp_path):
