@@ -314,7 +314,18 @@ class _ConsumerChange:
     def _apply(self, plan: dict[str, list[str]], new_records: dict[str, list[str]]) -> dict[str, list[str]]:
         command = add_consumer if self.resume else cancel_consumer
         for queue, nodes in plan.items():
-            replies = command(self.app, queue, nodes, self.timeout)
+            if not self.resume and nodes:
+                # Recorded before the broadcast: a pause whose record cannot be written never starts,
+                # and one whose broadcast fails is taken back, so a refusal changes nothing.
+                write_paused(self.client, queue, self._kept_record(queue, nodes))
+                try:
+                    replies = command(self.app, queue, nodes, self.timeout)
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        write_paused(self.client, queue, self.records.get(queue, []))
+                    raise
+            else:
+                replies = command(self.app, queue, nodes, self.timeout)
             silent = [n for n in nodes if n not in replies]
             self.missing = sorted(set(self.missing) | set(silent))
             if not self.resume:

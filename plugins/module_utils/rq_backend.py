@@ -27,6 +27,7 @@ how a worker blocked in its dequeue is found in ``CLIENT LIST``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from dataclasses import dataclass, field
@@ -484,7 +485,13 @@ def pause_queues(
     if not check_mode:
         if changed:
             suspend(client, ttl)
-        settled = settle_suspension(client, queues, timeout=settle_timeout)
+        try:
+            settled = settle_suspension(client, queues, timeout=settle_timeout)
+        except Exception:
+            if changed:  # a pause this run could not prove is taken back: nothing changed
+                with contextlib.suppress(Exception):
+                    resume(client)
+            raise
         woken = settled["woken"]
         changed = changed or bool(woken)
         if settled["still_idle"]:

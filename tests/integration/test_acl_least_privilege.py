@@ -144,6 +144,34 @@ def test_queue_pause_rq_without_set_is_refused_in_words_and_suspends_nothing(red
     assert not redis_client.exists("rq:suspended") and not redis_client.exists("queueops:events")
 
 
+def test_queue_pause_rq_refused_its_wake_up_job_takes_its_suspension_back(redis_server, redis_client, workers, acl):
+    """The suspension is set before the idle workers are woken: refused LPUSH then, the pause is undone."""
+    workers.append(start_rq_worker(redis_server.url, ["orders"], RQ_WORKER))
+    assert wait_until(lambda: redis_client.hget(f"rq:worker:{RQ_WORKER}", "state") == b"idle")
+    url = acl.create("qo-pause-rq-nolpush", without(documented_rule("queue_pause", "rq"), "+lpush"))
+
+    refused = run_module("queue_pause", {"backend": "rq", "queues": ["orders"], "redis_url": url})
+
+    assert refused.failed and not refused.changed, refused.msg
+    assert "qo-pause-rq-nolpush" in refused.msg and "LPUSH" in refused.msg, refused.msg
+    assert not redis_client.exists("rq:suspended"), "the half-done pause was taken back"
+    assert not redis_client.keys("rq:job:queueops-wake-*")
+
+
+def test_queue_pause_celery_refused_its_pause_record_pauses_no_worker(redis_server, redis_client, workers, acl):
+    """The record is written before the broadcast: refused HSET, no worker stops consuming."""
+    workers.append(start_celery_worker(redis_server.url, ["orders"], NODE, concurrency=1))
+    rule = documented_rule("queue_pause", "celery", queues=["orders"])
+    url = acl.create("qo-pause-celery-nohset", without(rule, "+hset"))
+
+    refused = run_module("queue_pause", {"backend": "celery", "queues": ["orders"], "redis_url": url})
+
+    assert refused.failed and not refused.changed, refused.msg
+    assert "qo-pause-celery-nohset" in refused.msg and "HSET" in refused.msg, refused.msg
+    info = run_module("queue_info", {"backend": "celery", "queues": ["orders"], "redis_url": redis_server.url})
+    assert info["queues"]["orders"]["paused"] is False and info["queues"]["orders"]["consumers"] == 1
+
+
 def test_queue_pause_celery_pauses_drains_and_resumes_as_the_documented_user(redis_server, redis_client, workers, acl):
     workers.append(start_celery_worker(redis_server.url, ["orders"], NODE, concurrency=1))
     url = acl.create("qo-pause-celery", documented_rule("queue_pause", "celery", queues=["orders"]))

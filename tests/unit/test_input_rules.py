@@ -107,3 +107,21 @@ def test_every_return_entry_of_every_module_has_a_sample(module):
         importlib.import_module(f"ansible_collections.queueops.rollback.plugins.modules.{module}").RETURN
     )
     assert [name for name, entry in documented.items() if "sample" not in entry] == []
+
+
+@pytest.mark.parametrize(
+    ("module", "options"),
+    [
+        ("queue_pause", {"backend": "celery", "queues": ["orders"]}),
+        ("queue_info", {"backend": "celery", "queues": ["orders"]}),
+        ("task_requeue", {"backend": "celery"}),
+        ("rollout_check", {"backend": "celery", "queues": ["orders"], "release": "1.0.0", "window": 0.1}),
+    ],
+)
+def test_without_the_celery_library_every_celery_module_says_so(module, options, redis_server, tmp_path):
+    shadow = tmp_path / "no-celery"
+    (shadow / "celery").mkdir(parents=True)
+    (shadow / "celery" / "__init__.py").write_text("raise ImportError('celery is not installed here')\n")
+    result = run_module(module, {**options, "redis_url": redis_server.url}, envvars={"PYTHONPATH": str(shadow)})
+    assert result.failed and not result.changed
+    assert "Failed to import the required Python library (celery)" in result.msg, result.msg
