@@ -595,16 +595,17 @@ def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
     workers = list_workers(client, queues)
     gone = {w.name for w in workers if worker_gone_reason(states.get(w.name), now)}
     unknown = set(unknown_queues(client, queues))
+    running, left = split_in_flight(client, queues)  # one look at the workers for every queue
     facts, abandoned = {}, {}
     for queue in queues:
         counts = queue_counts(client, queue)
-        running, left = split_in_flight(client, [queue])
-        if left:
-            abandoned[queue] = [e.as_dict() for e in left]
+        gone_jobs = [e.as_dict() for e in left if e.queue == queue]
+        if gone_jobs:
+            abandoned[queue] = gone_jobs
         facts[queue] = {
             "exists": queue not in unknown,
             "depth": counts["depth"],
-            "in_flight": len(running),
+            "in_flight": sum(1 for e in running if e.queue == queue),
             "consumers": sum(1 for w in workers if queue in w.queues and w.name not in gone),
             "failed": counts["failed"],
             "scheduled": counts["scheduled"],
