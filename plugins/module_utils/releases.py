@@ -756,15 +756,10 @@ class Pool:
             )
         return True
 
-    def rollback(self, version: str, *, to_version: str | None = None, reason: str | None = None) -> bool:
-        """If ``version`` is current: mark it failed and switch to a good release. Else: nothing."""
-        self.check_version(version)
-        if to_version is not None:
-            self.check_version(to_version)
-        current = self.current()
-        if current != version:
-            return False
-        view = self.history()
+    def rollback_target(self, version: str, *, to_version: str | None = None, view: HistoryView | None = None) -> str:
+        """The release a rollback from ``version`` switches to, or ReleaseError saying why there is
+        none. Cheap (no digest): a caller may ask before it stops anything."""
+        view = view or self.history()
         complete = self.complete_versions()
         if to_version is not None:
             if to_version == version:
@@ -773,14 +768,24 @@ class Pool:
                 raise ReleaseError(f"to_version {to_version} is not a staged release of pool {self.name}")
             if to_version in view.failed:
                 raise ReleaseError(f"to_version {to_version} is marked failed; it is never a rollback target")
-            target = to_version
-        else:
-            target = view.last_good_before(version, complete)
-            if target is None:
-                raise ReleaseError(
-                    f"no release of pool {self.name} was active before {version} and is still good and on "
-                    "disk; name one with to_version"
-                )
+            return to_version
+        target = view.last_good_before(version, complete)
+        if target is None:
+            raise ReleaseError(
+                f"no release of pool {self.name} was active before {version} and is still good and on "
+                "disk; name one with to_version"
+            )
+        return target
+
+    def rollback(self, version: str, *, to_version: str | None = None, reason: str | None = None) -> bool:
+        """If ``version`` is current: mark it failed and switch to a good release. Else: nothing."""
+        self.check_version(version)
+        if to_version is not None:
+            self.check_version(to_version)
+        if self.current() != version:
+            return False
+        view = self.history()
+        target = self.rollback_target(version, to_version=to_version, view=view)
         self.verify(target)
         why = reason or f"rolled back from {version}"
         if version not in view.failed:  # 1. mark failed (a re-run after a crash here skips it)

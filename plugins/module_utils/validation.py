@@ -10,6 +10,7 @@ Each rule returns the (normalised) value or raises ``InvalidInput`` with a messa
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import (
@@ -45,6 +46,20 @@ def queue_names(values: Any, what: str = "queues") -> list[str]:
     if values is None:
         return []
     return list(dict.fromkeys(queue_name(v, f"{what} entry") for v in values))
+
+
+_UNIT_NAME = re.compile(r"[A-Za-z0-9:_.@\\-]{1,255}")
+
+
+def unit_names(values: Any, what: str = "units") -> list[str]:
+    """systemd unit names (``orders.target``, ``orders@1.service``): systemd's own characters, not
+    starting with ``-`` (they are passed to systemctl as arguments)."""
+    if not isinstance(values, list) or not values:
+        raise InvalidInput(f"{what} must be a non-empty list of systemd unit names")
+    for value in values:
+        if not isinstance(value, str) or not _UNIT_NAME.fullmatch(value) or value.startswith("-"):
+            raise InvalidInput(f"{what} entry {value!r} is not a systemd unit name")
+    return list(dict.fromkeys(values))
 
 
 def count(minimum: int = 0, maximum: int | None = None) -> Callable[[Any, str], int]:
@@ -86,6 +101,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "queues": queue_names,
     "from_queue": queue_name,
     "to_queue": queue_name,
+    "units": unit_names,
     "keep": count(minimum=1),
     "limit": count(minimum=1),
     "max_files": count(minimum=1),
