@@ -71,7 +71,37 @@ def run(backend: str, url: str, queues: list[str], rate: float, maximum: int, pr
     return count
 
 
+def wait(url: str, log: str | None, timeout: float = 20.0) -> int:
+    """Until the count of a running load generator grows; else say why, with its log."""
+    client = redis.Redis.from_url(url)
+    deadline, first = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        count = int(client.get(COUNT_KEY) or 0)
+        if first is None and count:
+            first = count
+        elif first is not None and count > first:
+            print(f"the load generator enqueues ({count} so far)")
+            return 0
+        time.sleep(0.2)
+    text = ""
+    if log:
+        try:
+            with open(log, encoding="utf-8", errors="replace") as handle:
+                text = handle.read()[-4000:]
+        except OSError as exc:
+            text = f"(its log {log} cannot be read: {exc})"
+    print(f"the load generator did not enqueue within {timeout:g} s (count {first}); its log:\n{text}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["wait"]:
+        waiter = argparse.ArgumentParser(prog="loadgen wait", description="wait until a load generator enqueues")
+        waiter.add_argument("--redis-url", required=True)
+        waiter.add_argument("--log")
+        options = waiter.parse_args(argv[1:])
+        return wait(options.redis_url, options.log)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["rq", "celery"], required=True)
     parser.add_argument("--redis-url", required=True)

@@ -69,6 +69,7 @@ RELEASES: dict[str, SampleRelease] = {
         # deploy in a row take these.
         SampleRelease("1.2.1", "bad, like 1.2.0", fail_every=3),
         SampleRelease("1.4.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
+        SampleRelease("1.5.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
     )
 }
 VERSIONS = tuple(RELEASES)

@@ -6,17 +6,23 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis
+
+sys.path.insert(0, os.environ.get("MOLECULE_PROJECT_DIRECTORY", str(Path(__file__).resolve().parents[3])))
+from tests.support import fleet_marks  # the checkout's test support, once its path is known
 
 testinfra_hosts = ["ansible://workers"]
 
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "rq")
 POOL = "shop"
-FINAL_RELEASE = "1.0.0"  # case 4 rolls the fleet back to it
+FINAL_RELEASE = "1.4.0"  # case 5 deploys it; case 6 rolls the fleet back to it
 ENQUEUED, DONE, FAILED = "queueops:ledger:enqueued", "queueops:ledger:done", "queueops:ledger:failed"
+MARKS = fleet_marks.MARKS
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +68,14 @@ def ledger(fleet_redis):
         "lost": len(enqueued - set(done)),
         "duplicated": sum(1 for n in done.values() if n > 1),
     }
+    twice = {token for token, n in done.items() if n > 1}
+    starts = [json.loads(raw) for raw in fleet_redis.lrange("queueops:ledger:starts", 0, -1)]
+    counts["duplicated_runs"] = [  # which workers ran them: the reason has to be named
+        {"token": token, "runs": [(s["release"], s["worker"], round(s["t"], 1)) for s in starts if s["token"] == token]}
+        for token in sorted(twice)[:20]
+    ]
+    marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
+    counts["cases"] = fleet_marks.rows(marks)
     print(f"\nledger of the {SCENARIO} fleet: {json.dumps(counts)}")
     logs = os.path.join(os.environ.get("MOLECULE_PROJECT_DIRECTORY", "."), ".cache", "test-logs")
     os.makedirs(logs, exist_ok=True)
@@ -94,12 +108,49 @@ def test_current_is_the_last_good_release(host):
 def test_every_worker_runs_on_the_last_good_release(host):
     for index in (1, 2):
         assert host.service(f"{POOL}@{index}").is_running
-    workers = host.check_output(f"pgrep -af ' -(-name|n) {POOL}:' || true")
-    names = sorted(part for line in workers.splitlines() for part in line.split() if part.startswith(f"{POOL}:"))
-    assert [name.split(":")[1] for name in names] == [FINAL_RELEASE, FINAL_RELEASE], workers
+    # The workers systemd started (parent pid 1), not Celery's pool processes, which share the command line.
+    table = host.check_output("ps -eo ppid=,args=")
+    workers = [line.split(None, 1)[1] for line in table.splitlines() if line.split(None, 1)[0] == "1"]
+    names = sorted(part for args in workers for part in args.split() if part.startswith(f"{POOL}:"))
+    assert [name.split(":")[1] for name in names] == [FINAL_RELEASE, FINAL_RELEASE], table
 
 
 def test_configuration_is_the_one_of_the_last_good_release(host):
     environment = host.file(f"/etc/queueops/{POOL}.env").content_string
     assert "SAMPLEAPP_REDIS_URL=" in environment
-    assert "SAMPLEAPP_GREETING" not in environment, "1.0.0's configuration has no greeting: restored"
+    assert f"SAMPLEAPP_GREETING=hello from {FINAL_RELEASE}" in environment, "1.5.0's configuration was restored away"
+
+
+def test_every_case_left_its_mark(ledger):
+    counts = ledger[0]
+    cases = [row["case"].split(":")[0] for row in counts["cases"]]
+    assert cases == ["1", "1", "2", "3", "4", "5", "6"], counts["cases"]  # case 1 twice: idempotence
+    assert all(row["enqueued"] > 0 for row in counts["cases"]), "the load generator ran during every case"
+
+
+# The hosts are what production hosts are: systemd as PID 1, reached over SSH by key, on a network
+# with no way off this machine.
+def test_systemd_is_pid_1_and_running(host):
+    assert host.process.get(pid=1).comm == "systemd"
+    state = host.run("systemctl is-system-running").stdout.strip()
+    assert state in ("running", "degraded"), host.run("systemctl --failed --no-legend").stdout
+
+
+def test_reached_over_ssh_as_root_by_key_only(host):
+    # testinfra's ansible backend runs each command through the host the inventory maps it to:
+    # an SSH backend here, not the slow fallback (one ansible run per command) nor podman.
+    if host.backend.NAME == "ansible":
+        inner = host.backend.ansible_runner.get_host(host.backend.host)
+        assert inner is not None, "the inventory gives testinfra no direct connection to the host"
+        assert inner.backend.NAME == "ssh"
+    else:
+        assert host.backend.NAME == "ssh"
+    assert host.check_output("id -u") == "0"
+    sshd = dict(line.split(" ", 1) for line in host.check_output("sshd -T").splitlines() if " " in line)
+    assert sshd["permitrootlogin"] == "without-password"  # prohibit-password, as sshd -T says it
+    assert sshd["passwordauthentication"] == "no"
+
+
+def test_network_is_internal_no_route_off_the_machine(host):
+    routes = host.run("ip route show default").stdout.strip()
+    assert routes == "", f"the scenario network must have no default route, found: {routes}"
