@@ -57,28 +57,30 @@ def redis_of(scenario: str) -> redis.Redis:
 
 
 def times(starts: list[dict], verdict: float, bad: str) -> dict[str, float | int | None]:
-    """(a) and (b) of one round from the ledger's start entries (see the module docstring)."""
-    window = [e for e in starts if verdict < e["t"] < verdict + 120]
-    bad_after = [e["t"] for e in window if e["release"] == bad]
+    """(a) and (b) of one round from the ledger's start entries (see the module docstring). The round
+    ends when every worker of the previous release consumes: a later round's bad release is not its."""
     first: dict[str, float] = {}
-    for entry in window:
-        if entry["release"] == PREVIOUS:
+    for entry in starts:
+        if entry["release"] == PREVIOUS and verdict < entry["t"] < verdict + 60:
             first.setdefault(entry["worker"], entry["t"])
     firsts = sorted(first.values())
+    consuming = firsts[WORKERS - 1] if len(firsts) >= WORKERS else None
+    end = consuming if consuming is not None else verdict + 20
+    bad_after = [e["t"] for e in starts if e["release"] == bad and verdict < e["t"] <= end]
     return {
         "a_no_more_bad_tasks_s": round(max(bad_after) - verdict, 3) if bad_after else 0.0,
         "bad_tasks_after_verdict": len(bad_after),
-        "b_all_workers_consume_s": round(firsts[WORKERS - 1] - verdict, 3) if len(firsts) >= WORKERS else None,
+        "b_all_workers_consume_s": round(consuming - verdict, 3) if consuming is not None else None,
         "previous_release_workers_seen": len(firsts),
     }
 
 
-def our_verdicts(client: redis.Redis) -> dict[str, float]:
+def our_verdicts(events: list[dict[str, str]]) -> dict[str, float]:
     """The last health-gate verdict of each bad release of our rounds, from the event stream."""
     verdicts: dict[str, float] = {}
-    for _id, fields in client.xrange(EVENTS):
-        if fields.get("module") == "rollout_check" and json.loads(fields.get("release", '""')) in OURS:
-            verdicts[json.loads(fields["release"])] = float(fields["time"])
+    for fields in events:
+        if fields.get("module") == "rollout_check" and fields.get("release") in OURS:
+            verdicts[fields["release"]] = float(fields["time"])
     return verdicts
 
 
@@ -99,9 +101,13 @@ def bench(backend: str) -> dict:
         molecule(env, "converge", scenario)
         client = redis_of(scenario)
         starts = [json.loads(raw) for raw in client.lrange(STARTS, 0, -1)]
-        verdicts = our_verdicts(client)
+        events = [fields for _id, fields in client.xrange(EVENTS)]
+        # Kept beside the result, so the times can be read again after the fleet is gone.
+        (out / "ledger-starts.json").write_text(json.dumps(starts))
+        (out / "events.json").write_text(json.dumps(events))
     finally:
         molecule(env, "destroy", scenario, check=False)
+    verdicts = our_verdicts(events)
     ours = [times(starts, verdicts[bad], bad) for bad in OURS if bad in verdicts]
     baseline = [
         times(starts, float((out / f"baseline-{n}.verdict").read_text()), BASELINE_BAD) for n in BASELINE_ROUNDS

@@ -684,3 +684,13 @@ def observe(app, client, queues: list[str], worker_ok, window: float, ping_timeo
         backlog_after=backlog(client, queues),
         workers=seen["live_workers"],
     )
+
+
+def halt_workers(app, names: list[str]) -> list[str]:
+    """Tell each node of ``names`` to stop at once (Celery's ``shutdown`` remote control, sent to
+    those nodes only): a warm shutdown, the tasks they run finish, no new one starts. No reply is
+    awaited: the broadcast is the effect."""
+    if not names:
+        return []
+    app.control.shutdown(destination=list(names))
+    return list(names)

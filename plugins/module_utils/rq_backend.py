@@ -28,6 +28,7 @@ how a worker blocked in its dequeue is found in ``CLIENT LIST``.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -991,3 +992,17 @@ def observe(client, queues: list[str], worker_ok, window: float) -> Observation:
         backlog_after=backlog(client, queues),
         workers=workers,
     )
+
+
+def halt_workers(client, names: list[str]) -> list[str]:
+    """Tell each worker of ``names`` to stop at once (RQ's own ``shutdown`` command on
+    ``rq:pubsub:<name>``): a warm shutdown, the job it runs finishes, no new one starts. Other
+    workers on the same db go on (unlike a pause, which suspends them all). Returns the workers that
+    received it (a subscriber was listening)."""
+    if not names:
+        return []
+    with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.publish(f"rq:pubsub:{name}", json.dumps({"command": "shutdown"}))
+        receivers = pipe.execute()
+    return [name for name, count in zip(names, receivers) if count]

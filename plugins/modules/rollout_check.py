@@ -80,6 +80,18 @@ options:
     description: Fail the task when the gate does not pass. With V(false) the verdict is only returned.
     type: bool
     default: true
+  halt_unhealthy:
+    description:
+      - When the gate does not pass, stop the release's workers at once, right after the verdict and
+        before the task returns, so the bad release takes no more tasks milliseconds after it is judged
+        rather than after the next tasks of the play. A warm stop of those workers only (RQ's
+        C(shutdown) command on C(rq:pubsub:<worker>); Celery's C(shutdown) remote control sent to the
+        release's nodes); what they run finishes, and other pools on the same Redis go on.
+      - The workers exit cleanly, so systemd (C(Restart=on-failure)) does not start them again;
+        something must start the release to go back to (the rollout role's rollback does, with
+        M(queueops.rollback.worker_rollback)).
+    type: bool
+    default: false
   ping_timeout:
     description: Celery only; seconds to wait for the workers' ping replies.
     type: float
@@ -89,10 +101,12 @@ options:
       - Celery broker URL, when it is not the Redis given by the connection options. Never logged.
     type: str
 notes:
-  - The module observes; it changes nothing but the event stream. In check mode it observes and judges
+  - The module observes; it changes nothing but the event stream (and, with O(halt_unhealthy), the bad release's
+    workers, which it stops). In check mode it observes and judges
     the same way and records no event.
   - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +zrangebyscore +hmget +xadd
-    %R~rq:* ~queueops:events). Read-only but for the verdict's event."
+    %R~rq:* ~queueops:events). Read-only but for the verdict's event. With O(halt_unhealthy), also C(+publish
+    &rq:pubsub:*)."
   - "Redis ACL (celery): the user needs C(+ping +multi +exec +llen +sadd +srem +del +brpop +publish +set +get
     +evalsha +script|load +zrevrangebyscore +psubscribe +unsubscribe +xadd ~*.reply.celery.pidbox* ~unacked_mutex
     ~unacked_index ~celeryev.* ~_kombu.binding.celeryev %R~<queue>* ~queueops:events &/<db>.celery.pidbox
@@ -130,6 +144,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+halted:
+  description: The workers told to stop by O(halt_unhealthy) (empty when the gate passed or it is off).
+  returned: always
+  type: list
+  elements: str
+  sample: ["orders:2.4.1:web-1-1-812", "orders:2.4.1:web-1-2-815"]
 healthy:
   description: Whether the gate passes (an inconclusive verdict is mapped through O(inconclusive_is)).
   returned: always
@@ -190,6 +210,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "max_backlog_growth": {"type": "int"},
     "inconclusive_is": {"type": "str", "default": "fail", "choices": ["pass", "fail"]},
     "fail_when_unhealthy": {"type": "bool", "default": True},
+    "halt_unhealthy": {"type": "bool", "default": False},
     "ping_timeout": {"type": "float", "default": 1.0},
     "broker_url": {"type": "str", "no_log": True},
 }
@@ -203,6 +224,16 @@ def _observe(client, params: dict[str, Any], worker_ok) -> Observation:
         return celery_backend.observe(
             app, client, params["queues"], worker_ok, params["window"], params["ping_timeout"]
         )
+    finally:
+        celery_backend.close_app(app)
+
+
+def _halt(client, params: dict[str, Any], workers: list[str]) -> list[str]:
+    if params["backend"] == "rq":
+        return rq_backend.halt_workers(client, workers)
+    app = celery_backend.make_app(params)
+    try:
+        return celery_backend.halt_workers(app, workers)
     finally:
         celery_backend.close_app(app)
 
@@ -250,8 +281,13 @@ def run_module() -> None:
             reason=verdict.reason,
             numbers=verdict.numbers,
         )
+    halted = []
+    if not verdict.healthy and params["halt_unhealthy"] and not module.check_mode:
+        with failing_in_words(module, f"stop the workers of {subject}", unexpected=True):
+            halted = _halt(client, params, observed.workers)
     result = dict(
-        changed=False,
+        changed=bool(halted),
+        halted=halted,
         healthy=verdict.healthy,
         verdict=verdict.status,
         reason=verdict.reason,

@@ -126,3 +126,63 @@ def test_check_mode_judges_the_same_and_records_no_event(redis_server, redis_cli
     real = run_module("rollout_check", args)
     assert (real["verdict"], real["reason"]) == (checked["verdict"], checked["reason"])
     assert redis_client.xlen(EVENTS_STREAM) == 1
+
+
+@pytest.mark.parametrize("backend", ["rq", "celery"])
+def test_halt_unhealthy_stops_the_bad_release_at_the_verdict_and_nothing_else(
+    backend, redis_server, redis_client, ledger, workers
+):
+    from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
+
+    suffix = "@test" if backend == "celery" else ""
+    start = start_rq_worker if backend == "rq" else start_celery_worker
+    good = start(redis_server.url, ["orders"], worker_name("shop", "1.0.0", 0) + suffix, release="1.0.0")
+    bad = start(redis_server.url, ["orders"], worker_name("shop", "2.0.0", 0) + suffix, release="2.0.0", fail_every=3)
+    workers.extend([good, bad])
+    if backend == "rq":
+        from rq import Queue
+
+        queue = Queue("orders", connection=redis_client)
+
+        def send(token):
+            queue.enqueue("sampleapp.tasks.work", token)
+    else:
+        from celery import Celery
+
+        app = Celery(broker=redis_server.url, set_as_current=False)
+
+        def send(token):
+            app.send_task("sampleapp.work", args=[token], queue="orders")
+
+    stop, sent = [], []
+
+    def load():
+        while not stop:
+            token = f"{backend}-halt-{len(sent)}"
+            ledger.note_enqueued(token)
+            send(token)
+            sent.append(token)
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load)
+        try:
+            gate = run_module(
+                "rollout_check",
+                {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "2.0.0", "window": 4,
+                 "min_tasks": 5, "halt_unhealthy": True, "redis_url": redis_server.url},
+            )  # fmt: skip
+            assert wait_until(lambda: not bad.alive(), timeout=20), "the bad release's worker did not stop"
+            time.sleep(1.0)  # the good worker keeps taking tasks meanwhile
+        finally:
+            stop.append(True)
+            loading.result()
+    assert gate.failed and gate["verdict"] == "unhealthy"
+    assert gate["halted"] == [bad.name] and gate.changed
+    assert good.alive(), "a worker of another release must not be stopped"
+    assert not redis_client.exists("rq:suspended"), "nothing else on the db is paused"
+    verdict_at = float(redis_client.xrevrange(EVENTS_STREAM, count=1)[0][1][b"time"])
+    late = [s for s in ledger.starts() if s["release"] == "2.0.0" and s["t"] > verdict_at + 0.25]
+    assert late == [], f"the bad release took tasks after its verdict: {late[:3]}"
+    assert any(s["release"] == "1.0.0" and s["t"] > verdict_at + 0.25 for s in ledger.starts())
+    assert wait_until(lambda: set(sent) <= set(ledger.done_counts()) | set(ledger.failed_counts()), timeout=30)

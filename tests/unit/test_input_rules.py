@@ -3,6 +3,8 @@ the same words, before it touches Redis or a file (modules run through ansible-r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils import validation
@@ -95,9 +97,10 @@ def test_rules_cover_every_number_and_name_option_the_modules_share():
         validation.RULES["window"](float("nan"), "window")
 
 
-@pytest.mark.parametrize(
-    "module", ["config_snapshot", "queue_info", "queue_pause", "rollout_check", "task_requeue", "worker_version"]
-)
+MODULES_DIR = Path(__file__).resolve().parents[2] / "plugins" / "modules"
+
+
+@pytest.mark.parametrize("module", sorted(p.stem for p in MODULES_DIR.glob("*.py") if p.stem != "__init__"))
 def test_every_return_entry_of_every_module_has_a_sample(module):
     import importlib
 
