@@ -34,3 +34,11 @@ attributes:
     support: N/A
     details: This action does not modify state.
 """
+
+    IDEMPOTENT = r"""
+options: {}
+attributes:
+  idempotent:
+    support: full
+    description: A second identical run reports C(changed=false).
+"""

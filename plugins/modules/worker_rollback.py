@@ -16,12 +16,14 @@ description:
     warm shutdown (SIGTERM, after which it takes nothing new and finishes or hands back what it runs; see the unit's
     C(KillMode=mixed) and C(TimeoutStopSec)).
   - 2. Marks O(version) failed and switches C(current) back to the last good release of the pool's
-    history, or to O(to_version), exactly as M(queueops.rollback.worker_version) with O(state=rolled_back)
+    history, or to O(to_version), exactly as M(queueops.rollback.worker_version) with
+    O(queueops.rollback.worker_version#module:state=rolled_back)
     does.
   - 3. Restores the configuration snapshot of the release it went back to (O(snapshot_name), by
     default C(<pool>-<release>), as the rollout role names them), verified before anything is touched,
-    as M(queueops.rollback.config_snapshot) with O(state=restored) does. A release deployed before its
-    configuration was managed has no snapshot; that is said in RV(warnings) and the files stay.
+    as M(queueops.rollback.config_snapshot) with
+    O(queueops.rollback.config_snapshot#module:state=restored) does. A release deployed before its
+    configuration was managed has no snapshot; the task warns and the files stay.
   - 4. Starts the workers on the release it went back to.
   - A rollback is a state; when O(version) is not current any more, nothing is switched, the snapshot is
     restored only if the files differ from it, and the workers are started only if one of O(units) is
@@ -33,10 +35,7 @@ description:
 extends_documentation_fragment:
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
-attributes:
-  idempotent:
-    support: full
-    description: A second identical run reports C(changed=false).
+  - queueops.rollback.attributes.idempotent
 options:
   pool:
     description:

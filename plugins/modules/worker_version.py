@@ -28,10 +28,7 @@ description:
 extends_documentation_fragment:
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
-attributes:
-  idempotent:
-    support: full
-    description: A second identical run reports C(changed=false).
+  - queueops.rollback.attributes.idempotent
 options:
   pool:
     description:
