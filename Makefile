@@ -5,7 +5,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.cache/collections
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help demo test setup lint sanity pytest unit integration molecule build bench clean
+.PHONY: help demo test setup lint sanity pytest unit integration molecule build ee bench clean
 
 help:
 	@echo "make demo         a deploy that fails and rolls back by itself (not built yet: see README)"
@@ -16,6 +16,7 @@ help:
 	@echo "make pytest       unit and integration tests (real redis-server and workers)"
 	@echo "make molecule     every Molecule scenario (podman, systemd in the containers)"
 	@echo "make build        build the collection tarball and install it in a scratch path"
+	@echo "make ee           the execution environment's build context (ansible-builder create)"
 	@echo "make bench        the benchmarks (ratios against a baseline measured in the same run)"
 
 demo:
@@ -50,6 +51,9 @@ molecule: setup
 
 build: setup
 	hack/build-and-install.sh
+
+ee: setup
+	hack/ee-context.sh
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "==> $$b"; python "$$b" || exit 1; done
