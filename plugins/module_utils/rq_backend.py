@@ -935,7 +935,61 @@ def replay(
         _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode, plain=source == "failed")
         if remaining is not None:
             remaining -= report.replayed - before
+    if source == "abandoned" and not (selection.failed_by or selection.since or selection.task_names):
+        _replay_stuck(client, queues, to_queue, report, check_mode)
     return report
+
+
+# Back to the front of its queue, only if it is still parked (a worker that took it meanwhile wins).
+_UNSTICK_LUA = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[2], 'status', 'queued', 'origin', ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1
+"""
+STUCK_SETTLE = 1.0  # seconds a job id must stay in an intermediate queue, not started, to be stuck
+
+
+def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTLE) -> list[tuple[str, str]]:
+    """``(queue, job_id)`` of jobs a worker moved into ``<queue>:intermediate`` (BLMOVE) and never
+    took: killed or stopped between its dequeue and its started registry. RQ fails such jobs only at
+    its maintenance, every 10 minutes ("Job was stuck in intermediate queue"); until then nothing runs
+    them. A worker takes a job within milliseconds, so one still there ``settle`` s later is stuck."""
+
+    def parked() -> set[tuple[str, str]]:
+        with client.pipeline(transaction=False) as pipe:
+            for queue in queues:
+                pipe.lrange(intermediate_queue_key(queue), 0, -1)
+                pipe.zrange(registry_key("started", queue), 0, -1)
+            replies = pipe.execute()
+        found = set()
+        for queue, ids, started in zip(queues, replies[::2], replies[1::2]):
+            running = {as_text(job_id) for job_id in started}
+            found |= {(queue, as_text(j)) for j in ids if as_text(j) not in running and not is_wake_job(as_text(j))}
+        return found
+
+    first = parked()
+    if not first:
+        return []
+    time.sleep(settle)
+    return sorted(first & parked())
+
+
+def _replay_stuck(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
+    stuck = stuck_in_intermediate(client, queues)
+    report.candidates += len(stuck)
+    if not stuck or check_mode:
+        report.replayed += len(stuck)
+        report.add_ids([job_id for _queue, job_id in stuck])
+        return
+    script = client.register_script(_UNSTICK_LUA)
+    moved = [job for job in stuck if script(
+        keys=[intermediate_queue_key(job[0]), job_key(job[1]), queue_key(to_queue or job[0]), QUEUES_KEY],
+        args=[job[1], to_queue or job[0]],
+    )]  # fmt: skip
+    report.replayed += len(moved)
+    report.add_ids([job_id for _queue, job_id in moved])
 
 
 def backlog(client, queues: list[str]) -> int:

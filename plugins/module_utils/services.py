@@ -52,6 +52,19 @@ class Units:
                 found += out.split() if rc == 0 else []
         return list(dict.fromkeys(found))
 
+    def wait_inactive(self, timeout: float, poll: float = 0.1) -> bool:
+        """Until every unit a target wants (the worker instances) is inactive, at most ``timeout`` s:
+        workers told to stop by other means exit on their own. Whether they all did."""
+        import time
+
+        instances = [name for name in self.members() if not name.endswith(".target")]
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [name for name in instances if self._run("is-active", "--quiet", name)[0] == 0]
+            if not running or time.monotonic() >= deadline:
+                return not running
+            time.sleep(poll)
+
     def active(self) -> bool:
         """Whether every unit, and every unit a target wants, is active (``is-active`` of several
         units succeeds when any one is, so each is asked on its own)."""

@@ -113,6 +113,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "max_failure_ratio": ratio,
     "ttl": seconds(above_zero=True),
     "timeout": seconds(),
+    "stop_grace": seconds(),
     "window": seconds(above_zero=True),
     "reply_timeout": seconds(above_zero=True, maximum=600),
     "settle_timeout": seconds(above_zero=True, maximum=3600),

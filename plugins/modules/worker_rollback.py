@@ -69,6 +69,14 @@ options:
         instances are C(PartOf) it, so they stop and start with it).
     type: list
     elements: str
+  stop_grace:
+    description:
+      - Seconds the workers get to exit on their own before the units are stopped, when they were already
+        told to stop (the health gate's O(queueops.rollback.rollout_check#module:halt_unhealthy)). The
+        stop's SIGTERM would be their second signal, and RQ and Celery take a second signal as a forced
+        (cold) stop that kills the task they run; within the grace they finish it. V(0) stops at once.
+    type: float
+    default: 0
   restore_config:
     description:
       - Whether to restore the configuration snapshot of the release it went back to.
@@ -180,6 +188,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "to_version": {"type": "str"},
     "reason": {"type": "str"},
     "units": {"type": "list", "elements": "str"},
+    "stop_grace": {"type": "float", "default": 0},
     "restore_config": {"type": "bool", "default": True},
     "snapshot_name": {"type": "str"},
     "snapshot_root": {"type": "path", "default": "/var/lib/queueops/snapshots"},
@@ -229,6 +238,8 @@ def run_module() -> None:
                 # What would refuse the switch (no good release to go to) refuses it before the
                 # workers stop; the target's digest is checked by the switch itself, after the stop.
                 pool.rollback_target(params["version"], to_version=params["to_version"])
+                if params["stop_grace"] and not module.check_mode:
+                    units.wait_inactive(params["stop_grace"])  # halted workers finish what they run
                 result["actions"].append(units.stop())  # 1. the bad release takes no more tasks
                 result["stopped"] = True
             try:

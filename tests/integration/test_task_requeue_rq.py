@@ -101,6 +101,30 @@ def test_abandoned_job_of_a_killed_worker_is_recovered_at_once_and_once(redis_se
     assert (again.changed, again["replayed"]) == (False, 0)
 
 
+def test_a_job_stuck_in_the_intermediate_queue_goes_back_to_the_front_and_runs_once(
+    redis_server, redis_client, ledger, workers
+):
+    # RQ 2.x dequeues with BLMOVE into <queue>:intermediate, then adds the job to its started registry:
+    # a worker that dies in between leaves the job parked there, which RQ only fails 10 minutes later.
+    token_of = _enqueue(redis_client, ledger, ["parked-1", "next-1"])
+    parked, queued = list(token_of)
+    redis_client.lmove("rq:queue:orders", "rq:queue:orders:intermediate", "LEFT", "RIGHT")
+    assert redis_client.lrange("rq:queue:orders:intermediate", 0, -1) == [parked.encode()]
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    checked = run_module("task_requeue", args, check=True)
+    assert (checked["replayed"], checked["ids"]) == (1, [parked])
+    assert redis_client.llen("rq:queue:orders:intermediate") == 1, "check mode moves nothing"
+    recovered = run_module("task_requeue", args)
+    assert not recovered.failed, recovered.msg
+    assert (recovered["replayed"], recovered["ids"]) == (1, [parked])
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [parked.encode(), queued.encode()]
+    assert redis_client.llen("rq:queue:orders:intermediate") == 0
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    assert wait_until(lambda: ledger.done_counts() == {"parked-1": 1, "next-1": 1}, timeout=45)
+    again = run_module("task_requeue", args)
+    assert (again.changed, again["replayed"]) == (False, 0)
+
+
 def test_source_queue_moves_everything_and_bad_options_are_refused(redis_server, redis_client, ledger):
     from rq import Queue
 

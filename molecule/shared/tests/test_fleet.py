@@ -68,12 +68,19 @@ def ledger(fleet_redis):
         "lost": len(enqueued - set(done)),
         "duplicated": sum(1 for n in done.values() if n > 1),
     }
-    twice = {token for token, n in done.items() if n > 1}
     starts = [json.loads(raw) for raw in fleet_redis.lrange("queueops:ledger:starts", 0, -1)]
-    counts["duplicated_runs"] = [  # which workers ran them: the reason has to be named
-        {"token": token, "runs": [(s["release"], s["worker"], round(s["t"], 1)) for s in starts if s["token"] == token]}
-        for token in sorted(twice)[:20]
-    ]
+
+    def runs(tokens):  # which workers of which release started them, when: the reason has to be named
+        return [
+            {"token": t, "runs": [(s["release"], s["worker"], round(s["t"], 1)) for s in starts if s["token"] == t]}
+            for t in sorted(tokens)[:20]
+        ]
+
+    counts["duplicated_runs"] = runs(token for token, n in done.items() if n > 1)
+    counts["lost_runs"] = runs(enqueued - set(done))  # started and never finished, or never started
+    if SCENARIO == "rq":
+        parked = fleet_redis.keys("rq:queue:*:intermediate")
+        counts["parked_in_intermediate"] = {key: fleet_redis.llen(key) for key in parked}
     marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
     counts["cases"] = fleet_marks.rows(marks)
     print(f"\nledger of the {SCENARIO} fleet: {json.dumps(counts)}")
