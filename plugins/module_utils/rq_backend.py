@@ -27,10 +27,12 @@ how a worker blocked in its dequeue is found in ``CLIENT LIST``.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -681,6 +683,8 @@ for i = 7, #ARGV, step do
                  'origin', queue)
     end
     if fields[3] then redis.call('HDEL', job_key, 'exc_info') end  -- RQ 1.x keeps it in the job hash
+    -- A worker that died between its started entry and its work horse left the id parked too.
+    if fields[2] then redis.call('LREM', queue_prefix .. fields[2] .. ':intermediate', 1, job_id) end
     local ids = pushes[queue]
     if not ids then
       ids = {}
@@ -877,6 +881,50 @@ def _rq_run_batches(
             report.skip("no longer in the registry", gone)
 
 
+def _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, source, remaining):
+    """Move ``entries`` of ``registry`` within the ``remaining`` limit (None: no limit); what is left of it."""
+    if remaining is not None:
+        report.skip("over the limit", max(0, len(entries) - remaining))
+        entries = entries[:remaining]
+    before = report.replayed
+    _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode, plain=source == "failed")
+    return None if remaining is None else remaining - (report.replayed - before)
+
+
+# What RQ writes when its maintenance fails a job no worker will finish: a job a worker took out of
+# the queue (BLMOVE) and never started (IntermediateQueue.cleanup, after a minute), and a started
+# job whose worker stopped renewing it (StartedJobRegistry.cleanup). The task never ran to a
+# failure of its own: its worker went away. 2.x writes it to the job's results stream, 1.x to the
+# job hash.
+RQ_ABANDONED_FAILURES = ("Job was stuck in intermediate queue", "due to AbandonedJobError")
+
+
+def _exc_string(raw: bytes | None, encoded: bool) -> str:
+    if not raw:
+        return ""
+    with contextlib.suppress(ValueError, zlib.error):
+        return zlib.decompress(base64.b64decode(raw) if encoded else raw).decode("utf-8", "replace")
+    return as_text(raw)
+
+
+def _rq_failed_by_rq(client, registry: str) -> list[bytes]:
+    """Members of a failed registry that RQ itself failed as abandoned (RQ_ABANDONED_FAILURES)."""
+    members = client.zrange(registry, 0, -1)
+    found = []
+    for chunk in batched(members, 5000):
+        with client.pipeline(transaction=False) as pipe:
+            for member in chunk:
+                pipe.xrevrange(f"rq:results:{as_text(member)}", count=1)
+                pipe.hget(job_key(as_text(member)), "exc_info")
+            replies = pipe.execute()
+        for member, latest, legacy in zip(chunk, replies[::2], replies[1::2]):
+            text = _exc_string(latest[0][1].get(b"exc_string"), encoded=True) if latest else ""
+            text = text or _exc_string(legacy, encoded=False)
+            if any(sign in text for sign in RQ_ABANDONED_FAILURES):
+                found.append(member)
+    return found
+
+
 def replay(
     client,
     *,
@@ -928,13 +976,14 @@ def replay(
             entries = _rq_select(
                 client, registry, members, selection, report, abandoned={"heartbeat_timeout": heartbeat_timeout}
             )
-        if remaining is not None:
-            report.skip("over the limit", max(0, len(entries) - remaining))
-            entries = entries[:remaining]
-        before = report.replayed
-        _rq_run_batches(client, registry, entries, to_queue or "", report, check_mode, plain=source == "failed")
-        if remaining is not None:
-            remaining -= report.replayed - before
+        remaining = _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, source, remaining)
+        if source == "abandoned":
+            # RQ's own maintenance may have got there first: it fails what it finds abandoned.
+            registry = registry_key("failed", queue)
+            members = _rq_failed_by_rq(client, registry)
+            report.candidates += len(members)
+            entries = _rq_select(client, registry, members, selection, report, abandoned=None)
+            remaining = _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, "failed", remaining)
     if source == "abandoned" and not (selection.failed_by or selection.since or selection.task_names):
         _replay_stuck(client, queues, to_queue, report, check_mode)
     return report
@@ -965,7 +1014,9 @@ def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTL
             replies = pipe.execute()
         found = set()
         for queue, ids, started in zip(queues, replies[::2], replies[1::2]):
-            running = {as_text(job_id) for job_id in started}
+            # A started entry is <job>:<execution> (2.x): the main process adds it before it forks the
+            # work horse, which only then takes the job out of the intermediate queue.
+            running = {parse_started_member(member)[0] for member in started}
             found |= {(queue, as_text(j)) for j in ids if as_text(j) not in running and not is_wake_job(as_text(j))}
         return found
 

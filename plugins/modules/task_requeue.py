@@ -44,7 +44,9 @@ options:
         O(since), O(task_names)) is given.
       - V(abandoned) (RQ only) replays entries of the started registries whose worker is gone, whose
         heartbeat expired (no heartbeat for O(heartbeat_timeout) seconds, or RQ's own expiry passed), or
-        whose worker restarted since the job started. Celery needs no such step; with C(acks_late) the
+        whose worker restarted since the job started; and entries of the failed registries that RQ's own
+        maintenance failed for the same reasons (C(Job was stuck in intermediate queue), C(AbandonedJobError));
+        their task never ran to a failure, their worker went away. Celery needs no such step; with C(acks_late) the
         broker redelivers the tasks of a killed worker by itself.
       - V(queue) (RQ only) moves everything waiting on O(from_queue) to O(to_queue).
     type: str
@@ -110,10 +112,12 @@ notes:
   - Check mode counts what would be replayed and returns its ids; nothing is moved or published.
   - A job whose data expired (RQ C(failure_ttl)) cannot be replayed and is reported under C(skipped).
   - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +lrange +zrange +hmget
-    +script|load +evalsha +exists +hset +hdel +zrem +rpush +lpop +lrem +lpush +sadd +xadd ~rq:* ~queueops:events).
+    +hget +xrevrange +script|load +evalsha +exists +hset +hdel +zrem +rpush +lpop +lrem +lpush +sadd +xadd ~rq:*
+    ~queueops:events).
     The moves run as server-side scripts whose commands (C(HSET), C(ZREM), C(RPUSH)...) the ACL checks too;
     C(+hdel) is for RQ 1.x jobs, C(+client|list) for O(source=abandoned) (which workers are gone),
-    C(+lrem +lpush) for its jobs stuck in an intermediate queue, C(+lrange) for check mode of O(source=queue)."
+    C(+lrem +lpush) for its jobs stuck in an intermediate queue, C(+hget +xrevrange) for the jobs RQ failed as
+    abandoned (their last result, RQ 2.x; the job hash, 1.x), C(+lrange) for check mode of O(source=queue)."
   - "Redis ACL (celery): the user needs C(+ping +scan +mget +get +set +del +script|load +evalsha +multi +exec +llen
     +sadd +lpush +xadd %R~celery-task-meta-* ~queueops:replayed:* ~_kombu.binding.<queue> ~<queue>*
     ~queueops:events). C(<queue>) stands for each queue tasks are published to (O(to_queue), or the queues of the

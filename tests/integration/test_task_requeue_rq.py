@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
@@ -121,6 +123,77 @@ def test_a_job_stuck_in_the_intermediate_queue_goes_back_to_the_front_and_runs_o
     assert redis_client.llen("rq:queue:orders:intermediate") == 0
     workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
     assert wait_until(lambda: ledger.done_counts() == {"parked-1": 1, "next-1": 1}, timeout=45)
+    again = run_module("task_requeue", args)
+    assert (again.changed, again["replayed"]) == (False, 0)
+
+
+def test_a_parked_job_its_worker_started_is_left_to_it_and_replayed_once_when_it_died(
+    redis_server, redis_client, ledger
+):
+    # RQ 2.x adds <job>:<execution> to the started registry before it forks the work horse, which
+    # only then takes the job out of the intermediate queue: in between, the job is in both.
+    import redis
+
+    token_of = _enqueue(redis_client, ledger, ["forking-1"])
+    (job_id,) = token_of
+    redis_client.lmove("rq:queue:orders", "rq:queue:orders:intermediate", "LEFT", "RIGHT")
+    redis_client.zadd("rq:wip:orders", {f"{job_id}:{'e' * 32}": time.time() + 240})
+    redis_client.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": GOOD})
+    redis_client.hset(f"rq:worker:{GOOD}", mapping={"birth": "2026-01-01T00:00:00.000000Z", "queues": "orders"})
+    redis_client.sadd("rq:workers", f"rq:worker:{GOOD}")
+    alive = redis.Redis.from_url(redis_server.url, client_name=GOOD)  # the worker's named connection
+    alive.ping()
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    forking = run_module("task_requeue", args)
+    assert not forking.failed, forking.msg
+    assert forking["replayed"] == 0, forking["ids"]
+    assert redis_client.lrange("rq:queue:orders:intermediate", 0, -1) == [job_id.encode()]
+
+    alive.close()  # it died before its work horse took the job: abandoned, once
+    died = run_module("task_requeue", args)
+    assert not died.failed, died.msg
+    assert (died["replayed"], died["ids"]) == (1, [job_id])
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [job_id.encode()]
+    assert redis_client.llen("rq:queue:orders:intermediate") == 0
+
+
+def test_jobs_rq_itself_failed_as_abandoned_are_replayed_and_a_failing_task_is_not(
+    redis_server, redis_client, ledger, workers
+):
+    # RQ's maintenance (each worker runs it at start, then every 10 minutes) gets to abandoned jobs
+    # on its own: a job parked in the intermediate queue for over a minute and a started entry past
+    # its expiry both go to the failed registry, worker gone. Those never failed by their task.
+    from rq import Queue, Worker
+    from rq.registry import StartedJobRegistry
+
+    bad = start_rq_worker(redis_server.url, ["orders"], BAD, release="2.0.0", fail_every=1)
+    workers.append(bad)
+    token_of = _enqueue(redis_client, ledger, ["fails-1"])
+    assert wait_until(lambda: redis_client.zcard("rq:failed:orders") == 1)
+    token_of |= _enqueue(redis_client, ledger, ["slow-1"], seconds=30)
+    assert wait_until(lambda: len(ledger.starts()) == 2)
+    bad.kill()
+    token_of |= _enqueue(redis_client, ledger, ["parked-1"])
+    parked = redis_client.lmove("rq:queue:orders", "rq:queue:orders:intermediate", "LEFT", "RIGHT").decode()
+
+    queue = Queue("orders", connection=redis_client)
+    janitor = Worker([queue], connection=redis_client, name="janitor")
+    queue.intermediate_queue.cleanup(janitor, queue)  # first seen now
+    redis_client.set(queue.intermediate_queue.get_first_seen_key(parked), time.time() - 120)
+    queue.intermediate_queue.cleanup(janitor, queue)  # a minute later: failed
+    StartedJobRegistry("orders", connection=redis_client).cleanup(timestamp=time.time() + 3600)
+    by_token = {token: job_id for job_id, token in token_of.items()}
+    assert {m.decode() for m in redis_client.zrange("rq:failed:orders", 0, -1)} == set(by_token.values())
+
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    checked = run_module("task_requeue", args, check=True)
+    assert sorted(checked["ids"]) == sorted([by_token["slow-1"], by_token["parked-1"]])
+    recovered = run_module("task_requeue", args)
+    assert not recovered.failed, recovered.msg
+    assert recovered["replayed"] == 2
+    assert redis_client.zrange("rq:failed:orders", 0, -1) == [by_token["fails-1"].encode()]
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    assert wait_until(lambda: ledger.done_counts() == {"slow-1": 1, "parked-1": 1}, timeout=60)
     again = run_module("task_requeue", args)
     assert (again.changed, again["replayed"]) == (False, 0)
 
