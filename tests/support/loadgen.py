@@ -1,7 +1,8 @@
 """A bounded load generator: enqueues sample tasks at a steady rate until told to stop.
 
 Every token goes into the ledger's enqueued set *before* it is enqueued, so the ledger counts
-exactly what was asked of the fleet (tests/support/ledger.py reads it back).
+exactly what was asked of the fleet (tests/support/ledger.py reads it back). The token is the
+job's (task's) id too, so a lost or duplicated one can be looked up in the broker.
 
     python -m tests.support.loadgen --backend rq --redis-url redis://10.0.0.2:6379/0 \
         --queues orders --rate 20 --max 20000 --prefix case1
@@ -35,7 +36,7 @@ def _sender(backend: str, url: str):
         def send(queue: str, token: str) -> None:
             if queue not in queues:
                 queues[queue] = Queue(queue, connection=connection)
-            queues[queue].enqueue("sampleapp.tasks.work", token, result_ttl=3600, failure_ttl=86400)
+            queues[queue].enqueue("sampleapp.tasks.work", token, job_id=token, result_ttl=3600, failure_ttl=86400)
 
         return send
     from celery import Celery
@@ -44,7 +45,7 @@ def _sender(backend: str, url: str):
     app.conf.update(task_serializer="json", accept_content=["json"])
 
     def send(queue: str, token: str) -> None:
-        app.send_task("sampleapp.work", args=[token], queue=queue)
+        app.send_task("sampleapp.work", args=[token], queue=queue, task_id=token)
 
     return send
 

@@ -3,11 +3,13 @@ and the ledger counts every task the load generator enqueued: none lost."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -76,11 +78,13 @@ def ledger(fleet_redis):
             for t in sorted(tokens)[:20]
         ]
 
-    counts["duplicated_runs"] = runs(token for token, n in done.items() if n > 1)
-    counts["lost_runs"] = runs(enqueued - set(done))  # started and never finished, or never started
+    duplicated, lost = [t for t, n in done.items() if n > 1], enqueued - set(done)
+    counts["duplicated_runs"] = runs(duplicated)
+    counts["lost_runs"] = runs(lost)  # started and never finished, or never started
     if SCENARIO == "rq":
         parked = fleet_redis.keys("rq:queue:*:intermediate")
         counts["parked_in_intermediate"] = {key: fleet_redis.llen(key) for key in parked}
+        counts["rq_jobs"] = {token: rq_job(fleet_redis, token) for token in sorted([*duplicated, *lost])[:20]}
     marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
     counts["cases"] = fleet_marks.rows(marks)
     print(f"\nledger of the {SCENARIO} fleet: {json.dumps(counts)}")
@@ -89,6 +93,30 @@ def ledger(fleet_redis):
     with open(os.path.join(logs, f"fleet-{SCENARIO}-ledger.json"), "w") as handle:
         json.dump(counts, handle)
     return counts, enqueued, done, failed
+
+
+def rq_job(client: redis.Redis, job_id: str) -> dict:
+    """Where RQ keeps a job (its id is its token) and what its results say: why it was lost or ran twice."""
+    names = ("status", "origin", "worker_name", "enqueued_at", "started_at")  # not data: a pickle
+    found = dict(zip(names, client.hmget(f"rq:job:{job_id}", names)))
+    queue = found["origin"] or "orders"
+    found["in"] = [
+        key
+        for key in (f"rq:failed:{queue}", f"rq:finished:{queue}", f"rq:wip:{queue}")
+        if any(member.split(":")[0] == job_id for member in client.zrange(key, 0, -1))
+    ] + [key for key in (f"rq:queue:{queue}", f"rq:queue:{queue}:intermediate") if job_id in client.lrange(key, 0, -1)]
+    results = client.xrange(f"rq:results:{job_id}")
+    found["results"] = [
+        {"type": fields.get("type"), "worker": fields.get("worker_name"), "exc": exc_text(fields.get("exc_string"))}
+        for _id, fields in results
+    ]
+    return found
+
+
+def exc_text(encoded: str | None) -> str | None:
+    if not encoded:
+        return None
+    return zlib.decompress(base64.b64decode(encoded)).decode(errors="replace").strip().splitlines()[-1][:160]
 
 
 def test_no_task_was_lost(ledger):
