@@ -85,6 +85,14 @@ def ledger(fleet_redis):
         parked = fleet_redis.keys("rq:queue:*:intermediate")
         counts["parked_in_intermediate"] = {key: fleet_redis.llen(key) for key in parked}
         counts["rq_jobs"] = {token: rq_job(fleet_redis, token) for token in sorted([*duplicated, *lost])[:20]}
+    # Which replays (task_requeue events) put each of them back, and when.
+    events = [fields for _id, fields in fleet_redis.xrange("queueops:events")]
+    replays = [(e.get("source"), round(float(e["time"]), 1), json.loads(e.get("ids", "[]"))) for e in events
+               if e.get("module") == "task_requeue"]  # fmt: skip
+    counts["replays_of"] = {
+        token: [(source, at) for source, at, ids in replays if token in ids]
+        for token in sorted([*duplicated, *lost])[:20]
+    }
     marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
     counts["cases"] = fleet_marks.rows(marks)
     print(f"\nledger of the {SCENARIO} fleet: {json.dumps(counts)}")
