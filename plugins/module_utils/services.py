@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import time
+
 
 class UnitError(Exception):
     """systemctl refused or failed; the message has its own words."""
@@ -55,8 +57,6 @@ class Units:
     def wait_inactive(self, timeout: float, poll: float = 0.1) -> bool:
         """Until every unit a target wants (the worker instances) is inactive, at most ``timeout`` s:
         workers told to stop by other means exit on their own. Whether they all did."""
-        import time
-
         instances = [name for name in self.members() if not name.endswith(".target")]
         deadline = time.monotonic() + timeout
         while True:

@@ -33,20 +33,11 @@ description:
     it is not in the way. Waiting until the workers consume, replaying and resuming are the
     controller's part (see the rollout role).
 extends_documentation_fragment:
+  - queueops.rollback.pool
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
   - queueops.rollback.attributes.idempotent
 options:
-  pool:
-    description:
-      - Name of the worker pool, as for M(queueops.rollback.worker_version).
-    type: str
-    required: true
-  root:
-    description:
-      - Directory holding one directory per pool on the managed host.
-    type: path
-    default: /opt/queueops
   version:
     description:
       - The bad release to roll back from. Only while it is current are the workers stopped and

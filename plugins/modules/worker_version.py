@@ -26,21 +26,11 @@ description:
     with a message naming the holder.
   - This module works on files only; it does not talk to Redis.
 extends_documentation_fragment:
+  - queueops.rollback.pool
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
   - queueops.rollback.attributes.idempotent
 options:
-  pool:
-    description:
-      - Name of the worker pool. A single path component without C(/), C(..), C(:), C(@) or control
-        characters, at most 128 characters and 200 bytes of UTF-8.
-    type: str
-    required: true
-  root:
-    description:
-      - Directory holding one directory per pool on the managed host.
-    type: path
-    default: /opt/queueops
   version:
     description:
       - The release to act on. Same rules as O(pool).
