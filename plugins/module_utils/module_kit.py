@@ -43,7 +43,7 @@ def new_module(
         argument_spec=spec,
         mutually_exclusive=[*(mutually_exclusive or []), *(REDIS_MUTUALLY_EXCLUSIVE if redis else [])],
         required_together=[*(required_together or []), *(REDIS_REQUIRED_TOGETHER if redis else [])],
-        supports_check_mode=True,
+        supports_check_mode=constraints.pop("supports_check_mode", True),
         **constraints,
     )
     with failing_in_words(module):

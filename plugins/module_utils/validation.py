@@ -98,6 +98,8 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "pool": validate_name,
     "version": validate_name,
     "to_version": validate_name,
+    "good_release": validate_name,
+    "bad_release": validate_name,
     "queues": queue_names,
     "from_queue": queue_name,
     "to_queue": queue_name,
@@ -110,6 +112,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "max_failures": count(minimum=0),
     "min_workers": count(minimum=0),
     "max_backlog_growth": count(minimum=0),
+    "workers_expected": count(minimum=0),
     "max_failure_ratio": ratio,
     "ttl": seconds(above_zero=True),
     "timeout": seconds(),
@@ -119,6 +122,8 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "settle_timeout": seconds(above_zero=True, maximum=3600),
     "ping_timeout": seconds(above_zero=True, maximum=600),
     "heartbeat_timeout": seconds(above_zero=True),
+    "interval": seconds(above_zero=True, maximum=60),
+    "duration": seconds(above_zero=True, maximum=86400),
 }
 
 
