@@ -658,21 +658,25 @@ def known_queues(client) -> list[str]:
 _REQUEUE_ENTRIES_LUA = """
 local registry, now, target = KEYS[1], ARGV[1], ARGV[2]
 local job_prefix, queue_prefix, queues_key = ARGV[3], ARGV[4], ARGV[5]
-local step = tonumber(ARGV[6])  -- 1: entries are job ids; 2: (entry, job id) pairs
-local moved, missing, state, gone = {}, 0, 0, 0
+local step = tonumber(ARGV[6])  -- 1: entries are job ids; 3: (entry, job id, worker judged gone)
+local moved, missing, state, gone, taken = {}, 0, 0, 0, 0
 local pushes = {}
 for i = 7, #ARGV, step do
   local member = ARGV[i]
-  local job_id = member
-  if step == 2 then job_id = ARGV[i + 1] end
+  local job_id, was_run_by = member, nil
+  if step == 3 then job_id, was_run_by = ARGV[i + 1], ARGV[i + 2] end
   local job_key = job_prefix .. job_id
-  local fields = redis.call('HMGET', job_key, 'status', 'origin', 'exc_info')
+  local fields = redis.call('HMGET', job_key, 'status', 'origin', 'exc_info', 'worker_name')
   local status, queue = fields[1], target
   if queue == '' then queue = fields[2] end
   if not status and not fields[2] then
     missing = missing + 1
   elseif status == 'queued' or status == 'finished' or not queue or queue == '' then
     state = state + 1
+  elseif was_run_by and status == 'started' and (fields[4] or '') ~= was_run_by then
+    -- Judged by the worker that ran it, gone; since then a live worker took it (a replayed job's
+    -- hash names its last worker until the work horse of the next one prepares it).
+    taken = taken + 1
   elseif redis.call('ZREM', registry, member) == 0 then
     gone = gone + 1
   else
@@ -700,7 +704,7 @@ for queue, ids in pairs(pushes) do
   end
   redis.call('SADD', queues_key, queue_prefix .. queue)
 end
-return {moved, missing, state, gone}
+return {moved, missing, state, gone, taken}
 """
 
 # Everything on one queue onto another, a batch at a time (LPOP count: Redis >= 6.2).
@@ -798,8 +802,9 @@ def abandoned_reason(
 
 def _rq_select(
     client, registry: str, members: list[bytes], selection: Selection, report: SourceReport, *, abandoned: dict | None
-) -> list[tuple[bytes, str]]:
-    """(entry, job id) pairs of a registry that the filters (and, for started entries, abandonment) accept."""
+) -> list[tuple]:
+    """(entry, job id) pairs of a registry that the filters accept; for started entries (``abandoned``)
+    (entry, job id, worker) triples of the abandoned ones, the worker being the one judged gone."""
     if abandoned is not None:
         job_ids = [parse_started_member(member)[0] for member, _score in members]
     else:
@@ -829,7 +834,7 @@ def _rq_select(
         ):
             report.skip("filtered out")
             continue
-        chosen.append((member, job_id))
+        chosen.append((member, job_id) if abandoned is None else (member, job_id, as_text(worker_name) or ""))
     return chosen
 
 
@@ -842,13 +847,14 @@ def _rq_run_batches(
     check_mode: bool,
     plain: bool,
 ) -> None:
-    """Move ``entries`` (registry member, job id); ``plain`` when members are the job ids themselves."""
+    """Move ``entries`` (registry member, job id[, worker judged gone]); ``plain`` when members are the job
+    ids themselves."""
     report.selected += len(entries)
     if check_mode:
         # Same guards as the script, read-only: entries whose job is gone or already queued/finished do not count.
-        rows = _rq_job_fields(client, [job_id for _m, job_id in entries], ("status", "origin"))
+        rows = _rq_job_fields(client, [entry[1] for entry in entries], ("status", "origin"))
         ready = []
-        for (_member, job_id), (status, origin) in zip(entries, rows):
+        for (_member, job_id, *_rest), (status, origin) in zip(entries, rows):
             if status is None and origin is None:
                 report.skip("job data expired")
             elif status in (b"queued", b"finished") or not (to_queue or origin):
@@ -869,16 +875,17 @@ def _rq_run_batches(
                 if plain:
                     args = [*head, 1, *(member for member, _job_id in chunk)]
                 else:
-                    args = [*head, 2, *(part for pair in chunk for part in pair)]
+                    args = [*head, 3, *(part for triple in chunk for part in triple)]
                 pipe.evalsha(script_sha, 1, registry, *args)
             replies = pipe.execute()
-        for moved, missing, state, gone in replies:
+        for moved, missing, state, gone, taken in replies:
             report.replayed += len(moved)
             if len(report.ids) < IDS_CAP:
                 report.add_ids([as_text(job_id) for job_id in moved[: IDS_CAP - len(report.ids)]])
             report.skip("job data expired", missing)
             report.skip("already queued or finished", state)
             report.skip("no longer in the registry", gone)
+            report.skip("taken by a live worker meanwhile", taken)
 
 
 def _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, source, remaining):
@@ -1010,15 +1017,16 @@ def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTL
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.lrange(intermediate_queue_key(queue), 0, -1)
-                pipe.zrange(registry_key("started", queue), 0, -1)
             replies = pipe.execute()
-        found = set()
-        for queue, ids, started in zip(queues, replies[::2], replies[1::2]):
-            # A started entry is <job>:<execution> (2.x): the main process adds it before it forks the
-            # work horse, which only then takes the job out of the intermediate queue.
-            running = {parse_started_member(member)[0] for member in started}
-            found |= {(queue, as_text(j)) for j in ids if as_text(j) not in running and not is_wake_job(as_text(j))}
-        return found
+        # A started entry (2.x: <job>:<execution>) comes before its work horse takes the job out of the
+        # intermediate queue: a job a live worker runs is not stuck; one whose worker died is.
+        running = {(entry.queue, entry.job_id) for entry in split_in_flight(client, queues)[0]}
+        return {
+            (queue, as_text(j))
+            for queue, ids in zip(queues, replies)
+            for j in ids
+            if (queue, as_text(j)) not in running and not is_wake_job(as_text(j))
+        }
 
     first = parked()
     if not first:

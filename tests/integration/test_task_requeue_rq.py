@@ -157,6 +157,27 @@ def test_a_parked_job_its_worker_started_is_left_to_it_and_replayed_once_when_it
     assert redis_client.llen("rq:queue:orders:intermediate") == 0
 
 
+def test_a_job_judged_abandoned_that_a_live_worker_took_meanwhile_is_left_to_it(redis_server, redis_client, ledger):
+    # The replay judges a started entry by the job's worker (gone), then moves it in a script: a
+    # replayed job's hash names the worker of its failed run until the work horse of the worker that
+    # took it since prepares it. The script checks again: that job now runs on a live worker.
+    from ansible_collections.queueops.rollback.plugins.module_utils import rq_backend
+    from ansible_collections.queueops.rollback.plugins.module_utils.replay import SourceReport
+
+    token_of = _enqueue(redis_client, ledger, ["taken-1"])
+    (job_id,) = token_of
+    redis_client.lpop("rq:queue:orders")
+    member = f"{job_id}:{'a' * 32}"
+    redis_client.zadd("rq:wip:orders", {member: time.time() + 240})
+    redis_client.hset(f"rq:job:{job_id}", mapping={"status": "started", "worker_name": GOOD})  # taken since
+    report = SourceReport("abandoned")
+    rq_backend._rq_run_batches(
+        redis_client, "rq:wip:orders", [(member.encode(), job_id, BAD)], "", report, False, plain=False
+    )
+    assert report.replayed == 0 and report.skipped == {"taken by a live worker meanwhile": 1}
+    assert redis_client.llen("rq:queue:orders") == 0 and redis_client.zscore("rq:wip:orders", member)
+
+
 def test_jobs_rq_itself_failed_as_abandoned_are_replayed_and_a_failing_task_is_not(
     redis_server, redis_client, ledger, workers
 ):
