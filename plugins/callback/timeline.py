@@ -22,7 +22,9 @@ description:
     would), so ansible-runner hands it back in C(artifact_data); under ansible-runner the file goes to
     the job's artifact directory by default.
   - Records no task arguments, results or variables, only names, times and outcomes, and the first
-    line of a failure's message unless the task is C(no_log) or O(record_messages=false).
+    line of a failure's message unless the task is C(no_log) or O(record_messages=false). Under AWX it
+    keeps who ran the job, from the variables AWX adds (C(awx_job_id), C(awx_user_name),
+    C(awx_job_template_name)).
   - An aggregate callback, it runs beside the stdout callback (AWX's own display included); enable it
     with C(callbacks_enabled = queueops.rollback.timeline).
 options:
@@ -97,6 +99,7 @@ PHASES = {
 }
 ROLE_MARK = f"{os.sep}rollout{os.sep}tasks{os.sep}"
 SUMMARY_STAT = "queueops_timeline"
+AWX_IDENTITY = {"job_id": "awx_job_id", "user": "awx_user_name", "template": "awx_job_template_name"}
 WRITE_EVERY = 1.0  # seconds: the file is rewritten at most this often between plays
 OUTCOMES = ("ok", "changed", "failed", "rescued", "ignored", "skipped", "unreachable")
 
@@ -166,9 +169,7 @@ class CallbackModule(CallbackBase):
         now = time.time()
         name = os.path.basename(getattr(playbook, "_file_name", "") or "playbook")
         self.record.update(playbook=name, started=utc(now), started_epoch=now)
-        self.record["awx"] = {
-            key: os.environ[key] for key in ("AWX_JOB_ID", "AWX_USER", "ANSIBLE_RUNNER_USER") if os.environ.get(key)
-        }
+        self.record["awx"] = {"job_id": os.environ["JOB_ID"]} if os.environ.get("JOB_ID") else {}
         self._path = self._output_path(name, now)
         with_signal = signal.getsignal(signal.SIGTERM)
         if with_signal is not self._on_sigterm:
@@ -181,9 +182,14 @@ class CallbackModule(CallbackBase):
         self._batches[uuid] = self._batches.get(uuid, 0) + 1
         self._play = {"name": play.get_name().strip(), "batch": self._batches[uuid], "started": utc(time.time())}
         self.record["plays"].append(dict(self._play, hosts=[]))
+        manager = play.get_variable_manager() if hasattr(play, "get_variable_manager") else None
+        extra_vars = getattr(manager, "extra_vars", None) or {}
+        # Who ran it, as AWX says in the variables it adds to every job: names and ids, never secrets.
+        for key, var in AWX_IDENTITY.items():
+            if var in extra_vars and key not in self.record["awx"]:
+                self.record["awx"][key] = str(extra_vars[var])
         if self.get_option("record_extra_vars") and "extra_vars" not in self.record:
-            manager = play.get_variable_manager() if hasattr(play, "get_variable_manager") else None
-            self.record["extra_vars"] = sorted(getattr(manager, "extra_vars", {}) or {})
+            self.record["extra_vars"] = sorted(extra_vars)
         self._write()
 
     def v2_playbook_on_task_start(self, task, is_conditional):
@@ -275,6 +281,7 @@ class CallbackModule(CallbackBase):
             "hosts": hosts,
             "phases": phases,
             "path": self._path,
+            "awx": self.record["awx"],
         }
 
     def _publish(self) -> None:

@@ -119,3 +119,23 @@ def launch_errors(survey: dict) -> list[str]:
             if wrong:
                 errors.append(f"Value {wrong[0]} for '{name}' expected to be one of {choices}.")
     return errors
+
+
+def answer_errors(survey: dict, answers: dict) -> list[str]:
+    """What AWX refuses of a launch's survey answers (a required one missing, a value out of its bounds)."""
+    errors = []
+    for item in survey["spec"]:
+        name = item["variable"]
+        value = answers.get(name, item.get("default"))
+        if value in (None, ""):
+            if item.get("required"):
+                errors.append(f"'{name}' value missing")
+            continue
+        if item["type"] == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
+            errors.append(f"Value {value} for '{name}' expected to be an integer.")
+            continue
+        if item["type"] == "float" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            errors.append(f"Value {value} for '{name}' expected to be a numeric type.")
+            continue
+        errors += launch_errors({"spec": [dict(item, default=value)]})
+    return errors

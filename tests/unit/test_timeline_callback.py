@@ -112,8 +112,8 @@ def test_ansible_runner_gets_the_summary_in_artifact_data_and_the_file_in_its_ar
     playbook = _write_play(tmp_path)
     env = _timeline_env(tmp_path / "unused.json")
     del env["QUEUEOPS_TIMELINE_PATH"]  # under ansible-runner it goes to the job's artifact directory
-    runner = run_playbook(playbook, private_data_dir=tmp_path, inventory=INVENTORY, envvars=env,
-                          extravars={"password": "hunter2"})  # fmt: skip
+    extravars = {"password": "hunter2", "awx_job_id": 77, "awx_user_name": "alice", "awx_job_template_name": "drill"}
+    runner = run_playbook(playbook, private_data_dir=tmp_path, inventory=INVENTORY, envvars=env, extravars=extravars)
     assert runner.status == "successful", runner.stdout.read()
     stats = next(e for e in runner.events if e["event"] == "playbook_on_stats")["event_data"]
     summary = stats["artifact_data"]["queueops_timeline"]
@@ -121,7 +121,10 @@ def test_ansible_runner_gets_the_summary_in_artifact_data_and_the_file_in_its_ar
     assert summary["tasks"] >= 14
     assert stats["rescued"] == {"b": 1}
     artifact = Path(runner.config.artifact_dir) / "timeline.json"
-    assert json.loads(artifact.read_text())["summary"]["hosts"] == summary["hosts"]
+    record = json.loads(artifact.read_text())
+    assert record["summary"]["hosts"] == summary["hosts"]
+    assert record["awx"] == summary["awx"] == {"job_id": "77", "user": "alice", "template": "drill"}
+    assert "hunter2" not in artifact.read_text()
 
 
 def test_a_run_stopped_with_sigterm_is_recorded_as_interrupted(tmp_path):

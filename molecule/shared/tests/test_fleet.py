@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ testinfra_hosts = ["ansible://workers"]
 
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "rq")
 POOL = "shop"
-FINAL_RELEASE = "1.4.0"  # case 5 deploys it; case 6 rolls the fleet back to it
+FINAL_RELEASE = "1.4.0"  # case 5 deploys it; cases 6 and 7 roll the fleet back to it
 ENQUEUED, DONE, FAILED = "queueops:ledger:enqueued", "queueops:ledger:done", "queueops:ledger:failed"
 MARKS = fleet_marks.MARKS
 
@@ -167,7 +168,7 @@ def test_configuration_is_the_one_of_the_last_good_release(host):
 def test_every_case_left_its_mark(ledger):
     counts = ledger[0]
     cases = [row["case"].split(":")[0] for row in counts["cases"]]
-    assert cases == ["1", "1", "2", "3", "4", "5", "6"], counts["cases"]  # case 1 twice: idempotence
+    assert cases == ["1", "1", "2", "3", "4", "5", "6", "7"], counts["cases"]  # case 1 twice: idempotence
     assert all(row["enqueued"] > 0 for row in counts["cases"]), "the load generator ran during every case"
 
 
@@ -197,3 +198,23 @@ def test_reached_over_ssh_as_root_by_key_only(host):
 def test_network_is_internal_no_route_off_the_machine(host):
     routes = host.run("ip route show default").stdout.strip()
     assert routes == "", f"the scenario network must have no default route, found: {routes}"
+
+
+def test_the_drill_report_opens_in_chromium_with_its_timeline():
+    """Case 7's report, as a person opens it: the page's script drew every phase on every host, and the counts."""
+    from tests.support import chromium
+
+    report_dir = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", ".")) / ".cache" / "test-logs" / f"drill-{SCENARIO}"
+    report = json.loads((report_dir / "report.json").read_text())
+    dom = chromium.dump_dom(report_dir / "report.html")
+    assert 'data-rendered="yes"' in dom
+    cells = dict(re.findall(r'<td class="n" id="count-(\w+)">([^<]*)</td>', dom))
+    assert cells["lost"] == "0" and cells["enqueued"] == str(report["tasks"]["enqueued"])
+    drawn = set(re.findall(r'<rect data-phase="(\w+)" data-host="([\w.-]+)"', dom))
+    hosts = {h["host"] for h in report["fleet"]}
+    assert {(p, h) for p in ("switch", "restart", "gate", "rollback", "replay") for h in hosts} <= drawn
+    assert "AWX job 707 by alice" in dom
+    shot = chromium.screenshot(report_dir / "report.html", report_dir / "report.png")
+    colours = chromium.colour_counts(shot)
+    assert colours[chromium.hex_rgb("#e63946")] > 100, "the rollback bands are not on the screen"
+    assert colours[chromium.hex_rgb("#8338ec")] > 100, "the gate bands are not on the screen"
