@@ -23,6 +23,9 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.validation import apply_rules
 
+#: The ``backend`` option of every module that reads or changes queues (doc fragment queueops.rollback.backend).
+BACKEND_OPTION: dict[str, Any] = {"type": "str", "required": True, "choices": ["rq", "celery"]}
+
 
 def new_module(
     options: dict[str, dict[str, Any]],

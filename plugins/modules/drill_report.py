@@ -29,14 +29,10 @@ description:
     C(queueops.rollback.timeline) callback's record, O(timeline)) and the gate's verdict.
   - Runs on the controller (delegated). Counting waits up to O(settle_timeout) for the tasks still queued.
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
 options:
-  backend:
-    description: The worker framework.
-    type: str
-    required: true
-    choices: [rq, celery]
   queues:
     description: The pool's queues.
     type: list
@@ -167,11 +163,15 @@ import time
 from typing import Any
 
 from ansible_collections.queueops.rollback.plugins.module_utils import drill
-from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import failing_in_words, new_module
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
+    failing_in_words,
+    new_module,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "queues": {"type": "list", "elements": "str", "required": True},
     "pool": {"type": "str", "required": True},
     "good_release": {"type": "str", "required": True},

@@ -14,15 +14,11 @@ description:
   - The release is read from the worker name convention C(<pool>:<version>:<index>).
   - For Celery, counts of failed, scheduled and deferred tasks are not kept by the broker and are null.
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
   - queueops.rollback.attributes.info_module
 options:
-  backend:
-    description: The worker framework.
-    type: str
-    required: true
-    choices: [rq, celery]
   queues:
     description: Names of the queues. For RQ, all known queues (C(rq:queues)) by default.
     type: list
@@ -111,6 +107,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
     failing_in_words,
     new_module,
     require_celery,
@@ -118,7 +115,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.module_kit impor
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "queues": {"type": "list", "elements": "str"},
     "workers": {"type": "list", "elements": "str"},
     "reply_timeout": {"type": "float", "default": 1.0},

@@ -38,15 +38,11 @@ description:
   - A queue nobody knows (RQ, no jobs, no registries and no worker; Celery, no live consumer, no message,
     no binding and no pause record) is refused, since it is most often a typo; see O(allow_unknown_queues).
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
 options:
-  backend:
-    description: The worker framework.
-    type: str
-    required: true
-    choices: [rq, celery]
   queues:
     description: Names of the queues. At least one.
     type: list
@@ -244,6 +240,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
     failing_in_words,
     new_module,
     require_celery,
@@ -255,7 +252,7 @@ MODULE = "queue_pause"
 
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "queues": {"type": "list", "elements": "str", "required": True},
     "state": {"type": "str", "default": "paused", "choices": ["paused", "resumed", "drained"]},
     "timeout": {"type": "float", "default": 300},

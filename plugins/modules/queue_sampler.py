@@ -18,14 +18,10 @@ description:
     failed registries (totals RQ still keeps, a trend only). For Celery without a ledger only the depth is known.
   - Read-only on Redis. O(path) is truncated at the start.
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
 options:
-  backend:
-    description: The worker framework.
-    type: str
-    required: true
-    choices: [rq, celery]
   queues:
     description: The queues whose depth is sampled.
     type: list
@@ -100,11 +96,15 @@ import time
 from typing import Any
 
 from ansible_collections.queueops.rollback.plugins.module_utils import drill
-from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import failing_in_words, new_module
+from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
+    failing_in_words,
+    new_module,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "queues": {"type": "list", "elements": "str", "required": True},
     "path": {"type": "path", "required": True},
     "stop_file": {"type": "path"},

@@ -26,15 +26,11 @@ description:
   - "Worker identity convention: a worker's name (RQ C(--name)) or node name (Celery C(-n), before C(@host))
     is C(<pool>:<version>:<index>), for example C(orders:2.4.1:3); O(release) is matched against it."
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
   - queueops.rollback.attributes.info_module
 options:
-  backend:
-    description: The worker framework of the release.
-    type: str
-    required: true
-    choices: [rq, celery]
   queues:
     description: Queues the release consumes; their backlog is measured (and, for RQ, their registries read).
     type: list
@@ -191,6 +187,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.health import (
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector, release_spec_problem
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
     failing_in_words,
     new_module,
     require_celery,
@@ -198,7 +195,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.module_kit impor
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "queues": {"type": "list", "elements": "str", "required": True},
     "release": {"type": "str", "required": True},
     "pool": {"type": "str"},

@@ -26,15 +26,11 @@ description:
     is C(<pool>:<version>:<index>), for example C(orders:2.4.1:3). O(failed_by) relies on it to attribute a
     failure to a release."
 extends_documentation_fragment:
+  - queueops.rollback.backend
   - queueops.rollback.redis
   - queueops.rollback.attributes
   - queueops.rollback.attributes.all
 options:
-  backend:
-    description: The worker framework whose tasks are replayed.
-    type: str
-    required: true
-    choices: [rq, celery]
   source:
     description:
       - V(failed) replays failed tasks (RQ failed registries; Celery results with status C(FAILURE)).
@@ -194,6 +190,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
+    BACKEND_OPTION,
     failing_in_words,
     new_module,
     require_celery,
@@ -202,7 +199,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import InvalidFilter, Selection, parse_since
 
 OPTIONS: dict[str, dict[str, Any]] = {
-    "backend": {"type": "str", "required": True, "choices": ["rq", "celery"]},
+    "backend": BACKEND_OPTION,
     "source": {"type": "str", "default": "failed", "choices": ["failed", "abandoned", "queue"]},
     "queues": {"type": "list", "elements": "str", "default": [], "aliases": ["queue"]},
     "from_queue": {"type": "str"},
