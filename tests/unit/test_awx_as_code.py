@@ -145,3 +145,18 @@ def test_the_validator_refuses_what_awx_refuses_in_its_words(change, message):
 def test_a_default_awx_would_drop_at_launch_is_found(change, message):
     errors = launch_errors(_broken(change))
     assert errors == ([message] if message else [])
+
+
+def test_a_launch_awx_would_refuse_is_refused_before_any_job_runs():
+    from tests.support.awx_survey import answer_errors
+
+    survey = json.loads((REPO / "awx" / "surveys" / "drill.json").read_text())
+    good = {"pool": "shop", "good_version": "1.4.0", "bad_version": "1.2.1", "target": "workers"}
+    assert answer_errors(survey, good) == []  # drill_settle_timeout takes its default
+    assert answer_errors(survey, {**good, "pool": ""}) == ["'pool' value missing"]
+    assert answer_errors(survey, {**good, "drill_settle_timeout": 1}) == [
+        "'drill_settle_timeout' value 1 is too small (must be at least 5)."
+    ]
+    assert answer_errors(survey, {**good, "drill_settle_timeout": "60"}) == [
+        "Value 60 for 'drill_settle_timeout' expected to be an integer."
+    ]
