@@ -39,23 +39,8 @@ run_stage ruff last_line bash -c 'ruff check . && ruff format --check .'
 run_stage ansible-lint lint_counts env NO_COLOR=1 ansible-lint
 run_stage sanity sanity_counts hack/sanity.sh
 run_stage build last_line hack/build-and-install.sh
-# pytest (its own redis-servers and worker processes on 127.0.0.1) and Molecule (the podman fleets on
-# their internal networks) share nothing, and both mostly wait: they run side by side, pytest's output
-# kept in its log until Molecule is done.
-pytest_start=$SECONDS
-(
-  python -m pytest --color=no -n 2 --dist loadfile > "$logs/pytest.log" 2>&1
-  echo $? > "$logs/pytest.rc"
-  echo $((SECONDS - pytest_start)) > "$logs/pytest.seconds"
-) &
-pytest_pid=$!
+run_stage pytest pytest_counts python -m pytest --color=no -n 2 --dist loadfile
 run_stage molecule molecule_counts env NO_COLOR=1 molecule test --all
-wait "$pytest_pid"
-printf '\n==> pytest (beside molecule)\n'
-tail -n 40 "$logs/pytest.log"
-stages+=(pytest); seconds+=("$(cat "$logs/pytest.seconds" 2>/dev/null)")
-results+=("$([ "$(cat "$logs/pytest.rc" 2>/dev/null)" = 0 ] && echo ok || echo "FAILED (rc $(cat "$logs/pytest.rc" 2>/dev/null))")")
-details+=("$(pytest_counts "$logs/pytest.log")")
 
 passed=0 failed=0
 for log in "$logs/pytest.log" "$logs/molecule.log"; do

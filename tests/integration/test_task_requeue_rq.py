@@ -191,7 +191,7 @@ def test_jobs_rq_itself_failed_as_abandoned_are_replayed_and_a_failing_task_is_n
     workers.append(bad)
     token_of = _enqueue(redis_client, ledger, ["fails-1"])
     assert wait_until(lambda: redis_client.zcard("rq:failed:orders") == 1)
-    token_of |= _enqueue(redis_client, ledger, ["slow-1"], seconds=30)
+    token_of |= _enqueue(redis_client, ledger, ["slow-1"], seconds=4)
     assert wait_until(lambda: len(ledger.starts()) == 2)
     bad.kill()
     token_of |= _enqueue(redis_client, ledger, ["parked-1"])
