@@ -31,6 +31,7 @@ POOL = "orders"
 QUEUE = "default"
 GREETING = "hello from 1.1.0"
 BACKENDS = ["rq", "celery"]
+TESTED = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")  # the fleets' other releases repeat these under new numbers
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def releases(wheelhouse, tmp_path_factory) -> dict[str, Path]:
         return Path(pool.release_path(version))
 
     with ThreadPoolExecutor(max_workers=2) as builders:  # each venv costs ~10 s, mostly ensurepip and pip
-        return dict(zip(sample_wheels.VERSIONS, builders.map(stage, sample_wheels.VERSIONS)))
+        return dict(zip(TESTED, builders.map(stage, TESTED)))
 
 
 def program(release: Path, backend: str) -> list[str]:

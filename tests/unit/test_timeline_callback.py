@@ -155,3 +155,32 @@ def test_a_run_stopped_with_sigterm_is_recorded_as_interrupted(tmp_path):
     assert record["status"] == "interrupted"
     assert record["ended"]
     assert [t["task"] for t in record["tasks"]] == ["Quick"]
+
+
+def test_the_collections_events_of_the_run_are_added_and_the_redis_url_is_not_recorded(tmp_path, redis_server):
+    import redis
+
+    from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
+
+    client = redis.Redis.from_url(redis_server.url)
+    record_event(client, "rollout_check", "healthy", release="0.9.0")  # before the run: not its event
+    play = [{"name": "Gate", "hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Verdict", "ansible.builtin.command": f"{sys.executable} -c \"import redis; from ansible_collections"
+         f".queueops.rollback.plugins.module_utils.events import record_event; record_event(redis.Redis.from_url("
+         f"'{redis_server.url}'), 'rollout_check', 'unhealthy', release='1.2.0')\""},
+    ]}]  # fmt: skip
+    time.sleep(0.01)
+    _write_play(tmp_path, play)
+    timeline = tmp_path / "timeline.json"
+    env = {**os.environ, **_timeline_env(timeline), "QUEUEOPS_TIMELINE_REDIS_URL": redis_server.url,
+           "PYTHONPATH": str(COLLECTIONS_PATH)}  # fmt: skip
+    done = subprocess.run(
+        [Path(sys.executable).parent / "ansible-playbook", "-i", "localhost,", "-c", "local", "play.yml"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    record = json.loads(timeline.read_text())
+    assert [(e["module"], e["action"], e["release"]) for e in record["events"]] == [
+        ("rollout_check", "unhealthy", "1.2.0")
+    ]
+    assert redis_server.url not in timeline.read_text()
