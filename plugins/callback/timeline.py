@@ -320,12 +320,12 @@ class CallbackModule(CallbackBase):
         try:
             import redis
 
-            client = redis.Redis.from_url(url, socket_timeout=5, decode_responses=True)
-            entries = client.xrange("queueops:events", min=f"{int(since * 1000)}-0", max=f"{int(until * 1000) + 1}-0")
+            from ansible_collections.queueops.rollback.plugins.module_utils.drill import read_events
+
+            return read_events(redis.Redis.from_url(url, socket_timeout=5), since, until)
         except Exception as exc:  # noqa: BLE001 - a post-mortem aid; the run's outcome is not at stake
             self._display.warning(f"queueops.rollback.timeline: the events could not be read: {exc}")
             return []
-        return [dict(fields, id=event_id) for event_id, fields in entries]
 
     def _on_sigterm(self, signum, frame):
         if os.getpid() == self._pid:

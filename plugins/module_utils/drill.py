@@ -127,7 +127,9 @@ def ledger_starts(client, since: float) -> list[dict]:
 
 def read_events(client, since: float, until: float) -> list[dict[str, str]]:
     entries = client.xrange(EVENTS_STREAM, min=f"{int(since * 1000)}-0", max=f"{int(until * 1000) + 1}-0")
-    return [{as_text(k): as_text(v) for k, v in fields.items()} for _id, fields in entries]
+    return [
+        dict({as_text(k): as_text(v) for k, v in fields.items()}, id=as_text(event_id)) for event_id, fields in entries
+    ]
 
 
 def verdict_time(events: list[dict[str, str]], bad: str) -> float | None:
