@@ -21,6 +21,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.identity import 
 
 # A week: longer windows, timeouts and TTLs are typos (1e12 s also overflows the platform's time_t).
 MAX_SECONDS = 7 * 24 * 3600
+LABEL_MAX_CHARS = 200
 
 
 class InvalidInput(InvalidName):
@@ -62,6 +63,18 @@ def unit_names(values: Any, what: str = "units") -> list[str]:
     return list(dict.fromkeys(values))
 
 
+def label(value: Any, what: str) -> str:
+    """A short free text that names something (a lease owner, a purpose): 1 to 200 characters, one line."""
+    text = str(value).strip() if value is not None else ""
+    if not text:
+        raise InvalidInput(f"{what} must not be empty")
+    if len(text) > LABEL_MAX_CHARS:
+        raise InvalidInput(f"{what} is {len(text)} characters long, more than {LABEL_MAX_CHARS}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise InvalidInput(f"{what} {text!r} contains a control character (a newline or tab among them)")
+    return text
+
+
 def count(minimum: int = 0, maximum: int | None = None) -> Callable[[Any, str], int]:
     def rule(value: Any, what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -100,6 +113,8 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "to_version": validate_name,
     "good_release": validate_name,
     "bad_release": validate_name,
+    "owner": label,
+    "purpose": label,
     "queues": queue_names,
     "from_queue": queue_name,
     "to_queue": queue_name,
