@@ -5,7 +5,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.cache/collections
 export MOLECULE_GLOB := molecule/*/molecule.yml
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: help demo demo-clean test setup lint sanity pytest unit integration molecule build ee bench clean
+.PHONY: help demo demo-clean test setup lint sanity pytest unit integration molecule faults build ee bench clean
 
 help:
 	@echo "make demo         a deploy that fails and rolls back by itself, on a local sandbox fleet, with its report"
@@ -16,6 +16,7 @@ help:
 	@echo "make sanity       ansible-test sanity"
 	@echo "make pytest       unit and integration tests (real redis-server and workers)"
 	@echo "make molecule     every Molecule scenario (podman, systemd in the containers)"
+	@echo "make faults       the fault scenarios (faults/): killed workers and controllers, a second controller, stale pauses"
 	@echo "make build        build the collection tarball and install it in a scratch path"
 	@echo "make ee           the execution environment's build context (ansible-builder create)"
 	@echo "make bench        the benchmarks (ratios against a baseline measured in the same run)"
@@ -50,6 +51,11 @@ integration: setup
 
 molecule: setup
 	molecule test --all
+
+faults: setup
+	@mkdir -p .cache/test-logs; rm -f .cache/test-logs/fleet-faults-*; start=$$SECONDS; \
+	MOLECULE_GLOB='faults/molecule/*/molecule.yml' NO_COLOR=1 molecule test --all 2>&1 | tee .cache/test-logs/faults.log; \
+	rc=$${PIPESTATUS[0]}; cat .cache/test-logs/fleet-faults-*-cases.txt 2>/dev/null; echo "make faults: $$([ $$rc = 0 ] && echo ok || echo FAILED) in $$((SECONDS - start)) s"; exit $$rc
 
 build: setup
 	hack/build-and-install.sh

@@ -19,4 +19,11 @@ options:
       - Directory holding one directory per pool on the managed host.
     type: path
     default: /opt/queueops
+  lock_timeout:
+    description:
+      - Seconds to wait for the per-pool lock (C(.lock)) when another run holds it, as the run of a controller
+        killed mid-task can for a while (its module goes on on the host). Then the task fails, naming the holder.
+      - V(0) fails at once.
+    type: float
+    default: 0
 """

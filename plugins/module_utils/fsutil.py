@@ -132,28 +132,36 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
 
 
 class FileLock:
-    """A non-blocking exclusive flock on ``path``; fails fast naming the holder.
+    """An exclusive flock on ``path``, waited for at most ``timeout`` seconds; then fails naming the holder.
 
     The holder (host, pid, user, since) is written into the lock file so that the second run's
     error says who to wait for. The kernel drops the lock when the holder dies, so no stale lock
     survives a killed run.
     """
 
-    def __init__(self, path: str | os.PathLike, owner: str) -> None:
+    def __init__(self, path: str | os.PathLike, owner: str, timeout: float = 0) -> None:
         self.path = Path(path)
         self.owner = owner
+        self.timeout = timeout
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise LockHeld(f"{self.path} is locked by another run: {holder}") from None
-            raise
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+                    os.close(fd)
+                    waited = f" (waited {self.timeout:g} s)" if self.timeout else ""
+                    raise LockHeld(f"{self.path} is locked by another run{waited}: {holder}") from None
+                time.sleep(0.2)
         holder = json.dumps(
             {
                 "host": socket.gethostname(),

@@ -526,14 +526,15 @@ class Pool:
     # -- writing helpers ----------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def locked(self, purpose: str, *, create: bool) -> Iterator[None]:
-        """Hold the pool lock for a mutating run (not in check mode: it must touch nothing)."""
+    def locked(self, purpose: str, *, create: bool, timeout: float = 0) -> Iterator[None]:
+        """Hold the pool lock for a mutating run (not in check mode: it must touch nothing); wait at
+        most ``timeout`` seconds for another run's."""
         if self.check_mode or (not create and not os.path.isdir(self.dir)):
             yield
             return
         os.makedirs(self.releases_dir, exist_ok=True)
         try:
-            lock = FileLock(self.lock_path, f"{self.user}: worker_version {purpose}").__enter__()
+            lock = FileLock(self.lock_path, f"{self.user}: worker_version {purpose}", timeout).__enter__()
         except LockHeld as exc:
             raise ReleaseError(f"pool {self.name} is busy: {exc}") from None
         try:

@@ -132,6 +132,7 @@ RULES: dict[str, Callable[[Any, str], Any]] = {
     "ttl": seconds(above_zero=True),
     "timeout": seconds(),
     "stop_grace": seconds(),
+    "lock_timeout": seconds(maximum=3600),
     "window": seconds(above_zero=True),
     "reply_timeout": seconds(above_zero=True, maximum=600),
     "settle_timeout": seconds(above_zero=True, maximum=3600),

@@ -175,6 +175,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.snapshot_store i
 OPTIONS: dict[str, dict[str, Any]] = {
     "pool": {"type": "str", "required": True},
     "root": {"type": "path", "default": "/opt/queueops"},
+    "lock_timeout": {"type": "float", "default": 0},
     "version": {"type": "str", "required": True},
     "to_version": {"type": "str"},
     "reason": {"type": "str"},
@@ -221,7 +222,7 @@ def run_module() -> None:
     }
     try:
         pool = Pool(params["root"], params["pool"], check_mode=module.check_mode)
-        with pool.locked(f"rollback from {params['version']}", create=False):
+        with pool.locked(f"rollback from {params['version']}", create=False, timeout=params["lock_timeout"]):
             pool.reconcile()
             before = pool.describe()
             result["current"] = pool.current()

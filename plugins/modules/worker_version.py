@@ -22,8 +22,9 @@ description:
   - Before C(current) is switched to a release (by O(state=active) or O(state=rolled_back)), the
     release's files are checked against the content digest recorded when it was staged; a release
     changed on disk since is refused, and nothing changes.
-  - A per-pool lock (C(.lock)) stops two runs from changing a pool at once; the second run fails at once
-    with a message naming the holder.
+  - A per-pool lock (C(.lock)) stops two runs from changing a pool at once; the second run waits for it at most
+    O(lock_timeout) seconds, then fails with a message naming the holder. Across controllers and hosts, the lease of
+    M(queueops.rollback.rollout_lease) does the same.
   - This module works on files only; it does not talk to Redis.
 extends_documentation_fragment:
   - queueops.rollback.pool
@@ -225,6 +226,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.releases import 
 OPTIONS = {
     "pool": {"type": "str", "required": True},
     "root": {"type": "path", "default": "/opt/queueops"},
+    "lock_timeout": {"type": "float", "default": 0},
     "version": {"type": "str"},
     "state": {
         "type": "str",
@@ -317,7 +319,7 @@ def run_module() -> None:
             if ignored:
                 module.warn(f"{', '.join(ignored)} only apply to state=staged or state=active; ignored")
         purpose = f"state={params['state']} version={params['version']}"
-        with pool.locked(purpose, create=params["state"] in ("staged", "active")):
+        with pool.locked(purpose, create=params["state"] in ("staged", "active"), timeout=params["lock_timeout"]):
             before = pool.describe()
             pool.reconcile()
             msg = _apply(pool, module, source)

@@ -114,6 +114,7 @@ def run_job(
     finally:
         shutil.rmtree(private, ignore_errors=True)
     if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(job, indent=1))
     return job
 

@@ -15,7 +15,7 @@ import time
 
 import redis
 
-from .loadgen import ENQUEUED
+from .loadgen import COUNT_KEY, ENQUEUED
 
 MARKS = "queueops:fleet:marks"
 DONE, FAILED = "queueops:ledger:done", "queueops:ledger:failed"
@@ -28,17 +28,44 @@ def snapshot(client: redis.Redis) -> dict[str, int]:
         "finished": len(enqueued & set(done)),
         "failed": len(failed),
         "failed_then_finished": len(set(failed) & set(done)),
+        "loaded": int(client.get(COUNT_KEY) or 0),  # the load generator's last token number
     }
 
 
-def rows(marks: list[dict]) -> list[dict]:
-    """One row per case: the difference between its mark and the one before."""
+def rows(marks: list[dict], done: dict[str, int] | None = None) -> list[dict]:
+    """One row per case: the difference between its mark and the one before.
+
+    With ``done`` (token -> times finished, read at the end), each row also says what became of the
+    tasks the load generator enqueued during the case (``load-<n>-...``, n counting from 1: a case owns
+    the n between the load generator's counts at its two marks): ``lost`` (never finished) and ``duplicated``
+    (finished more than once).
+    """
+    by_number: dict[int, int] = {}
+    for token, times in (done or {}).items():
+        parts = token.split("-")
+        if len(parts) == 3 and parts[0] == "load" and parts[1].isdigit():
+            by_number[int(parts[1])] = times
     table = []
     for before, after in zip(marks, marks[1:]):
         row = {"case": after["case"], "seconds": round(after["t"] - before["t"], 1)}
         row.update({key: after[key] - before[key] for key in ("enqueued", "failed", "failed_then_finished")})
+        if done is not None:
+            numbers = range(before.get("loaded", 0) + 1, after.get("loaded", 0) + 1)
+            row["lost"] = sum(1 for n in numbers if by_number.get(n, 0) == 0)
+            row["duplicated"] = sum(1 for n in numbers if by_number.get(n, 0) > 1)
         table.append(row)
     return table
+
+
+def table(cases: list[dict]) -> str:
+    """The rows of ``rows`` as a text table, one line per case."""
+    lines = [f"{'case':<72} {'s':>6} {'enqueued':>8} {'lost':>4} {'dup':>4} {'failed':>6} {'replayed':>8}"]
+    for row in cases:
+        lines.append(
+            f"{row['case'][:72]:<72} {row['seconds']:>6} {row['enqueued']:>8} {row.get('lost', '-'):>4}"
+            f" {row.get('duplicated', '-'):>4} {row['failed']:>6} {row['failed_then_finished']:>8}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

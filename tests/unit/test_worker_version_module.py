@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+import threading
+import time
 
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import FileLock, read_jsonl
 from tests.support.releases import make_src, staged_pool
@@ -98,6 +100,27 @@ def test_second_concurrent_run_fails_fast_naming_the_holder(tmp_path):
     assert result.msg.startswith(f"pool orders is busy: {pool.lock_path} is locked by another run: ")
     assert '"owner": "bob: worker_version state=active version=1.0"' in result.msg
     assert os.readlink(pool.current_link) == "releases/1.0"
+
+
+def test_with_lock_timeout_a_run_waits_for_the_holder_then_goes_on(tmp_path):
+    """The module of a killed controller goes on on the host for a while: the next run waits for it."""
+    pool = staged_pool(tmp_path, "1.0", "2.0", activate=("1.0",))
+    holder = FileLock(pool.lock_path, "bob: worker_rollback from 2.0").__enter__()
+    releaser = threading.Timer(2.0, holder.__exit__, (None, None, None))
+    releaser.start()
+    started = time.monotonic()
+    result = run_module("worker_version", args(tmp_path, version="2.0", state="active", lock_timeout=30))
+    releaser.join()
+    assert not result.failed, result.msg
+    assert os.readlink(pool.current_link) == "releases/2.0"
+    assert time.monotonic() - started >= 2.0
+    pool2 = staged_pool(tmp_path / "b", "1.0", "2.0", activate=("1.0",))
+    with FileLock(pool2.lock_path, "bob: worker_version state=active version=1.0"):
+        timed_out = run_module(
+            "worker_version",
+            {**args(tmp_path / "b", version="2.0", state="active"), "lock_timeout": 0.5},
+        )
+    assert timed_out.failed and "is locked by another run (waited 0.5 s): " in timed_out.msg
 
 
 def test_new_content_for_an_existing_version_is_refused(tmp_path):
