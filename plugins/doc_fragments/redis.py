@@ -77,6 +77,14 @@ options:
     description: Seconds to wait for a connection or a reply before giving up; more than 0.
     type: float
     default: 5.0
+  redis_reconnect_timeout:
+    description:
+      - Once connected, a command whose connection breaks (Redis restarted, a Sentinel failover) is sent again on
+        a new connection, with backoff, for about this many seconds before the task fails; V(0) fails at once.
+      - The first connection is not retried, so a wrong address or password still fails at once.
+      - Celery's remote control (pause, resume, halt) goes through kombu, which has its own retries.
+    type: float
+    default: 20.0
   sentinel_hosts:
     description:
       - Redis Sentinel addresses as C(host:port) (C([::1]:26379) for IPv6). When set, the master is looked

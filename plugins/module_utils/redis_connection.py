@@ -23,7 +23,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 try:
     import redis
+    from redis.backoff import ExponentialBackoff
     from redis.exceptions import InvalidResponse, NoPermissionError
+    from redis.retry import Retry
     from redis.sentinel import MasterNotFoundError, Sentinel
 
     REDIS_IMPORT_ERROR = None
@@ -37,6 +39,7 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     redis = None
     Sentinel = None
     InvalidResponse = NoPermissionError = MasterNotFoundError = None
+    ExponentialBackoff = Retry = None
     REDIS_IMPORT_ERROR = traceback.format_exc()
     # ``except ()`` catches nothing: without redis-py no Redis error can be raised either.
     _RESPONSE_ERRORS = _PROTOCOL_ERRORS = _CONNECTION_ERRORS = ()
@@ -56,6 +59,7 @@ REDIS_ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "redis_tls_key_path": {"type": "path", "no_log": False},
     "redis_tls_validate_certs": {"type": "bool", "default": True},
     "redis_socket_timeout": {"type": "float", "default": 5.0},
+    "redis_reconnect_timeout": {"type": "float", "default": 20.0},
     "sentinel_hosts": {"type": "list", "elements": "str"},
     "sentinel_service": {"type": "str"},
     "sentinel_password": {"type": "str", "no_log": True},
@@ -65,6 +69,7 @@ REDIS_REQUIRED_TOGETHER = [("sentinel_hosts", "sentinel_service")]
 
 DEFAULT_PORT = 6379
 DEFAULT_TIMEOUT = 5.0
+DEFAULT_RECONNECT = 20.0
 _CONNECT_CHECK = "check the connection"  # what ping() needs PING (and SELECT, AUTH) for
 _URL_SCHEMES = ("redis", "rediss", "unix")
 # The TLS settings a rediss:// URL may carry in its query (redis-py, kombu and Celery read them).
@@ -236,6 +241,9 @@ def validate_connection_params(params: Mapping[str, Any]) -> None:
     timeout = _option(params, "redis_socket_timeout", DEFAULT_TIMEOUT)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         problem = problem or f"redis_socket_timeout must be a number of seconds greater than 0, not {timeout}"
+    reconnect = _option(params, "redis_reconnect_timeout", DEFAULT_RECONNECT)
+    if isinstance(reconnect, bool) or not isinstance(reconnect, (int, float)) or not 0 <= reconnect <= 3600:
+        problem = problem or f"redis_reconnect_timeout must be a number of seconds from 0 to 3600, not {reconnect}"
     if problem:
         raise RedisOptionError(problem)
     if params.get("sentinel_hosts"):
@@ -348,6 +356,31 @@ def client_from_params(params: Mapping[str, Any], *, check: bool = True) -> redi
         )
     if check:
         ping(client, params)
+    reconnecting(client, float(_option(params, "redis_reconnect_timeout", DEFAULT_RECONNECT)))
+    return client
+
+
+def reconnecting(client: redis.Redis, seconds: float) -> redis.Redis:
+    """From now on, a command whose connection breaks (Redis restarted, a Sentinel failover) is sent
+    again on a new connection, with backoff from 0.05 s to 1 s, for about ``seconds``; 0 retries nothing.
+
+    Installed after the connect check, so a wrong address or password still fails at once. Our
+    multi-step writes are Lua scripts or MULTI/EXEC transactions that check the state they change,
+    so one sent again after a lost reply finds its work done.
+    """
+    if seconds <= 0:
+        return client
+    backoff, retries, waited = ExponentialBackoff(cap=1.0, base=0.05), 0, 0.0
+    while waited < seconds:
+        retries += 1
+        waited += backoff.compute(retries)
+    errors = [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]
+    # OSError too: a new connection to a server that is down fails with ConnectionRefusedError.
+    retry = Retry(backoff, retries, supported_errors=(*errors, OSError))
+    pool = client.connection_pool
+    pool.connection_kwargs.update(retry=retry, retry_on_error=errors)
+    for connection in [*pool._available_connections, *pool._in_use_connections]:
+        connection.retry, connection.retry_on_error = retry, list(errors)
     return client
 
 

@@ -159,6 +159,7 @@ class RedisServer:
     workdir: str = ""
     tls: TlsFiles | None = None
     tls_auth_clients: str = "no"
+    appendonly: bool = False  # persistence, so that a restart keeps the data (restart())
 
     @property
     def url(self) -> str:
@@ -193,7 +194,7 @@ class RedisServer:
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if self.appendonly else "no",
             "--dir",
             self.workdir,
             "--daemonize",
@@ -224,7 +225,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        self.workdir = tempfile.mkdtemp(prefix="queueops-redis-")
+        self.workdir = self.workdir or tempfile.mkdtemp(prefix="queueops-redis-")
         self.process = subprocess.Popen([binary, *self._arguments()], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_until_answering(self.process, self.port, self.client)
         return self
@@ -232,6 +233,13 @@ class RedisServer:
     def stop(self) -> None:
         _stop_process(self.process)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def restart(self, down: float = 0.0) -> RedisServer:
+        """Stop the server (SIGTERM: it writes its append-only file), stay down ``down`` s, start it on
+        the same port and directory: with ``appendonly`` the data is kept, as a restarted container's."""
+        _stop_process(self.process)
+        time.sleep(down)
+        return self.start()
 
 
 @dataclass

@@ -166,8 +166,8 @@ def test_the_collections_events_of_the_run_are_added_and_the_redis_url_is_not_re
     record_event(client, "rollout_check", "healthy", release="0.9.0")  # before the run: not its event
     play = [{"name": "Gate", "hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Verdict", "ansible.builtin.command": f"{sys.executable} -c \"import redis; from ansible_collections"
-         f".queueops.rollback.plugins.module_utils.events import record_event; record_event(redis.Redis.from_url("
-         f"'{redis_server.url}'), 'rollout_check', 'unhealthy', release='1.2.0')\""},
+         f".queueops.rollback.plugins.module_utils.events import record_event; assert record_event("
+         f"redis.Redis.from_url('{redis_server.url}'), 'rollout_check', 'unhealthy', release='1.2.0'), 'unrecorded'\""},
     ]}]  # fmt: skip
     time.sleep(0.01)
     _write_play(tmp_path, play)
@@ -180,6 +180,7 @@ def test_the_collections_events_of_the_run_are_added_and_the_redis_url_is_not_re
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     record = json.loads(timeline.read_text())
+    assert "events could not be read" not in done.stdout + done.stderr, done.stdout + done.stderr
     assert [(e["module"], e["action"], e["release"]) for e in record["events"]] == [
         ("rollout_check", "unhealthy", "1.2.0")
     ]
