@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
+
 LEASE_PREFIX = "queueops:lease:"
 
 # KEYS[1] lease key; ARGV: owner, record (JSON), ttl ms, mode (acquire | force | takeover), stale owner.
@@ -116,8 +118,7 @@ class LeaseOutcome:
 def _decoded(raw: Any) -> dict[str, Any] | None:
     if not raw:
         return None
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", "replace")
+    raw = as_text(raw)
     try:
         record = json.loads(raw)
     except ValueError:
@@ -188,7 +189,7 @@ def acquire(
     outcome, previous = client.eval(
         _ACQUIRE, 1, lease_key(pool), owner, json.dumps(record), int(ttl * 1000), mode, stale
     )
-    outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+    outcome = as_text(outcome)
     if outcome == "held":  # another run won the race between the read and the script
         raise LeaseHeld(f"pool {pool} is leased to another run: {describe(read(client, pool) or {})}")
     return LeaseOutcome(outcome == "acquired", outcome, read(client, pool), _decoded(previous) or current, warnings)
@@ -206,7 +207,7 @@ def release(client, pool: str, owner: str, *, force: bool = False, check_mode: b
     if check_mode:
         return LeaseOutcome(True, "released", None, current, warnings)
     outcome, previous = client.eval(_RELEASE, 1, lease_key(pool), owner, "1" if force else "0")
-    outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
+    outcome = as_text(outcome)
     if outcome == "held":
         raise LeaseHeld(f"pool {pool} is leased to another run, not released: {describe(read(client, pool) or {})}")
     return LeaseOutcome(outcome == "released", outcome, None, _decoded(previous) or current, warnings)
