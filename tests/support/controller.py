@@ -6,9 +6,10 @@
 
 It runs the playbook as another controller would (its own process, so its own run_owner and lease
 owner), prints its output, and writes what happened as JSON (rc, whether it was killed, when, the
-failure messages, the last lines). With --kill-at, once a task whose name contains that text starts,
-it waits --kill-after seconds and SIGKILLs the run's whole process group (ansible-playbook, its forks
-and their SSH clients), as a controller that dies mid-run: nothing of it gets to clean up.
+failure messages, the play recap and the hosts it found unreachable, the last lines). With
+--kill-at, once a task whose name contains that text starts, it waits --kill-after seconds and
+SIGKILLs the run's whole process group (ansible-playbook, its forks and their SSH clients), as a
+controller that dies mid-run: nothing of it gets to clean up.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import threading
 import time
 
 TASK_LINE = re.compile(r"^TASK \[(.*)\]")
+RECAP_LINE = re.compile(r"^(\S+)\s+: ((?:\w+=\d+\s*)+)$")
 
 
 def failures(lines: list[str]) -> list[str]:
@@ -36,6 +38,19 @@ def failures(lines: list[str]) -> list[str]:
             except ValueError:
                 messages.append(line)
     return messages
+
+
+def recap(lines: list[str]) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of the run: host -> {ok, changed, unreachable, failed, ...}."""
+    hosts: dict[str, dict[str, int]] = {}
+    if "PLAY RECAP" not in " ".join(lines):
+        return hosts
+    for line in lines[max(i for i, text in enumerate(lines) if text.startswith("PLAY RECAP")) + 1 :]:
+        match = RECAP_LINE.match(line.strip())
+        if match:
+            counts = dict(field.split("=") for field in match.group(2).split())
+            hosts[match.group(1)] = {name: int(value) for name, value in counts.items()}
+    return hosts
 
 
 def run(argv: list[str], kill_at: str | None, kill_after: float, env: dict[str, str]) -> dict:
@@ -73,6 +88,8 @@ def run(argv: list[str], kill_at: str | None, kill_after: float, env: dict[str, 
         "seconds": round(time.time() - started, 1),
         "failed_messages": failures(lines),
         "tasks": [m.group(1) for m in map(TASK_LINE.match, lines) if m],
+        "unreachable": sorted(host for host, counts in recap(lines).items() if counts.get("unreachable")),
+        "recap": recap(lines),
         "tail": lines[-40:],
     }
 

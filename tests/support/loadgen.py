@@ -8,7 +8,8 @@ job's (task's) id too, so a lost or duplicated one can be looked up in the broke
         --queues orders --rate 20 --max 20000 --prefix case1
 
 It stops when ``--max`` tokens were enqueued, or when the key ``queueops:loadgen:stop`` exists,
-and keeps the count it reached in ``queueops:loadgen:count``.
+and keeps the count it reached in ``queueops:loadgen:count``. While Redis is away (restarted, failed
+over) it waits and sends again, as a producer with a retry policy does, for up to ``--outage`` s.
 """
 
 from __future__ import annotations
@@ -50,25 +51,49 @@ def _sender(backend: str, url: str):
     return send
 
 
-def run(backend: str, url: str, queues: list[str], rate: float, maximum: int, prefix: str) -> int:
+def _retrying(outage: float):
+    """Call again while Redis is away; a send whose reply was lost can be sent twice (counted as run twice)."""
+    errors: tuple[type[BaseException], ...] = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+    try:
+        from kombu.exceptions import OperationalError
+
+        errors = (*errors, OperationalError)
+    except ImportError:  # the RQ side has no kombu
+        pass
+
+    def call(function, *args):
+        deadline = time.monotonic() + outage
+        while True:
+            try:
+                return function(*args)
+            except errors as exc:
+                if time.monotonic() > deadline:
+                    raise
+                print(f"{time.time():.1f} Redis is away ({exc}); again in 0.2 s", file=sys.stderr, flush=True)
+                time.sleep(0.2)
+
+    return call
+
+
+def run(backend: str, url: str, queues: list[str], rate: float, maximum: int, prefix: str, outage: float = 60) -> int:
     client = redis.Redis.from_url(url)
     client.delete(STOP_KEY)
-    send = _sender(backend, url)
+    send, again = _sender(backend, url), _retrying(outage)
     interval = 1.0 / rate
     started = time.monotonic()
     count = 0
     for count, queue in zip(range(1, maximum + 1), itertools.cycle(queues)):
-        if client.exists(STOP_KEY):
+        if again(client.exists, STOP_KEY):
             count -= 1
             break
         token = f"{prefix}-{count}-{uuid.uuid4().hex[:8]}"
-        client.sadd(ENQUEUED, token)
-        send(queue, token)
-        client.set(COUNT_KEY, count)
+        again(client.sadd, ENQUEUED, token)
+        again(send, queue, token)
+        again(client.set, COUNT_KEY, count)
         delay = started + count * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    client.set(COUNT_KEY, count)
+    again(client.set, COUNT_KEY, count)
     return count
 
 
@@ -110,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=20.0, help="tasks per second")
     parser.add_argument("--max", type=int, default=100_000, help="tasks in all, then stop")
     parser.add_argument("--prefix", default="load")
+    parser.add_argument("--outage", type=float, default=60.0, help="seconds to wait for Redis to come back")
     args = parser.parse_args(argv)
-    count = run(args.backend, args.redis_url, args.queues.split(","), args.rate, args.max, args.prefix)
+    count = run(args.backend, args.redis_url, args.queues.split(","), args.rate, args.max, args.prefix, args.outage)
     print(f"enqueued {count} task(s)")
     return 0
 
