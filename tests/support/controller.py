@@ -43,9 +43,8 @@ def failures(lines: list[str]) -> list[str]:
 def recap(lines: list[str]) -> dict[str, dict[str, int]]:
     """The PLAY RECAP of the run: host -> {ok, changed, unreachable, failed, ...}."""
     hosts: dict[str, dict[str, int]] = {}
-    if "PLAY RECAP" not in " ".join(lines):
-        return hosts
-    for line in lines[max(i for i, text in enumerate(lines) if text.startswith("PLAY RECAP")) + 1 :]:
+    starts = [i for i, text in enumerate(lines) if text.startswith("PLAY RECAP")]
+    for line in lines[starts[-1] + 1 :] if starts else []:
         match = RECAP_LINE.match(line.strip())
         if match:
             counts = dict(field.split("=") for field in match.group(2).split())
@@ -81,6 +80,7 @@ def run(argv: list[str], kill_at: str | None, kill_after: float, env: dict[str, 
             killed_at.append(0.0)  # armed once
             threading.Thread(target=kill, daemon=True).start()
     rc = process.wait()
+    hosts = recap(lines)
     return {
         "rc": rc,
         "killed": bool(killed_at and killed_at[-1]),
@@ -88,8 +88,8 @@ def run(argv: list[str], kill_at: str | None, kill_after: float, env: dict[str, 
         "seconds": round(time.time() - started, 1),
         "failed_messages": failures(lines),
         "tasks": [m.group(1) for m in map(TASK_LINE.match, lines) if m],
-        "unreachable": sorted(host for host, counts in recap(lines).items() if counts.get("unreachable")),
-        "recap": recap(lines),
+        "unreachable": sorted(host for host, counts in hosts.items() if counts.get("unreachable")),
+        "recap": hosts,
         "tail": lines[-40:],
     }
 
