@@ -307,12 +307,13 @@ snapshots:
 
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.fsutil import LockHeld
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import new_module
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
+    REDIS_IMPORT_ERROR,
     RedisConnectionError,
     client_from_params,
     connect,
@@ -396,6 +397,9 @@ class _Redis:
     def optional(self):
         params = self.module.params
         if self.client is None and (params["redis_url"] or params["sentinel_hosts"] or params["redis_keys"]):
+            if REDIS_IMPORT_ERROR is not None:  # a snapshot of files on a host without redis-py
+                self.module.warn(f"event not recorded: {missing_required_lib('redis')}")
+                return None
             try:
                 self.client = client_from_params(params)
             except RedisConnectionError as exc:

@@ -310,6 +310,17 @@ def test_files_only_snapshot_needs_no_redis_py_and_reports_file_errors_as_file_e
     taken = run_module("config_snapshot", args, envvars=hidden)
     assert (taken.failed, taken.changed) == (False, True), taken.msg
 
+    # Connection options from a play's module_defaults reach a snapshot of files on a host without
+    # redis-py: it is taken, and only its event is not recorded.
+    for connection in (
+        {"redis_url": "redis://10.0.0.9:6379/0"},
+        {"sentinel_hosts": ["10.0.0.9:26379"], "sentinel_service": "q"},
+    ):
+        (tmp_path / "app.conf").write_text(f"changed for {connection}\n")
+        again = run_module("config_snapshot", {**args, **connection}, envvars=hidden)
+        assert (again.failed, again.changed) == (False, True), again.msg
+        assert any("event not recorded" in w and "redis" in w for w in again.result.get("warnings", [])), again.result
+
     (tmp_path / "not-a-dir").write_text("a file where the store should be\n")
     broken = run_module("config_snapshot", {**args, "root": str(tmp_path / "not-a-dir")}, envvars=hidden)
     assert broken.failed
