@@ -12,8 +12,8 @@
 # (and no two runs) share one; create.yml reads it with `podman exec` for the run's known_hosts.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-image=${QUEUEOPS_IMAGE:-localhost/queueops-node:bookworm-2}
-packages=systemd,systemd-sysv,dbus,python3,python3-venv,procps,iproute2,redis-server,openssh-server
+image=${QUEUEOPS_IMAGE:-localhost/queueops-node:bookworm-3}
+packages=systemd,systemd-sysv,dbus,python3,python3-venv,procps,iproute2,redis-server,redis-sentinel,openssh-server
 
 if podman image exists "$image"; then
   echo "image $image: present"
@@ -28,7 +28,7 @@ debootstrap --variant=minbase --include="$packages" bookworm "$rootfs" "$mirror"
 rm -f "$rootfs.log"
 # Units that make no sense in a container, and an apt cache nobody needs.
 for unit in getty.target systemd-logind.service systemd-udevd.service systemd-remount-fs.service \
-            redis-server.service ssh.socket; do
+            redis-server.service redis-sentinel.service ssh.socket; do
   ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
 done
 rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*

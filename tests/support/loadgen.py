@@ -5,7 +5,8 @@ exactly what was asked of the fleet (tests/support/ledger.py reads it back). The
 job's (task's) id too, so a lost or duplicated one can be looked up in the broker.
 
     python -m tests.support.loadgen --backend rq --redis-url redis://10.0.0.2:6379/0 \
-        --queues orders --rate 20 --max 20000 --prefix case1
+        --queues orders --rate 20 --max 20000 --prefix case1 \
+        [--sentinels 10.0.0.5:26379,10.0.0.6:26379 --sentinel-service shop-redis]
 
 It stops when ``--max`` tokens were enqueued, or when the key ``queueops:loadgen:stop`` exists,
 and keeps the count it reached in ``queueops:loadgen:count``. While Redis is away (restarted, failed
@@ -19,6 +20,7 @@ import itertools
 import sys
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import redis
 
@@ -27,11 +29,22 @@ STOP_KEY = "queueops:loadgen:stop"
 COUNT_KEY = "queueops:loadgen:count"
 
 
-def _sender(backend: str, url: str):
+def connect(url: str, sentinels: list[str] | None = None, service: str | None = None) -> redis.Redis:
+    """The producer's client: the URL's Redis, or the master the Sentinels name (asked again on each
+    new connection, so a failover is followed)."""
+    if not sentinels:
+        return redis.Redis.from_url(url)
+    from redis.sentinel import Sentinel
+
+    addresses = [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in sentinels)]
+    return Sentinel(addresses, socket_timeout=5).master_for(service, socket_timeout=5)
+
+
+def _sender(backend: str, url: str, sentinels: list[str] | None = None, service: str | None = None):
     if backend == "rq":
         from rq import Queue
 
-        connection = redis.Redis.from_url(url)
+        connection = connect(url, sentinels, service)
         queues: dict[str, Queue] = {}
 
         def send(queue: str, token: str) -> None:
@@ -42,8 +55,12 @@ def _sender(backend: str, url: str):
         return send
     from celery import Celery
 
+    transport = {}
+    if sentinels:  # kombu's Sentinel form: one sentinel:// URL per Sentinel, the master set's name as an option
+        url = ";".join(f"sentinel://{entry}/{urlsplit(url).path.strip('/') or 0}" for entry in sentinels)
+        transport = {"master_name": service}
     app = Celery("loadgen", broker=url, set_as_current=False)
-    app.conf.update(task_serializer="json", accept_content=["json"])
+    app.conf.update(task_serializer="json", accept_content=["json"], broker_transport_options=transport)
 
     def send(queue: str, token: str) -> None:
         app.send_task("sampleapp.work", args=[token], queue=queue, task_id=token)
@@ -75,10 +92,20 @@ def _retrying(outage: float):
     return call
 
 
-def run(backend: str, url: str, queues: list[str], rate: float, maximum: int, prefix: str, outage: float = 60) -> int:
-    client = redis.Redis.from_url(url)
+def run(
+    backend: str,
+    url: str,
+    queues: list[str],
+    rate: float,
+    maximum: int,
+    prefix: str,
+    outage: float = 60,
+    sentinels: list[str] | None = None,
+    service: str | None = None,
+) -> int:
+    client = connect(url, sentinels, service)
     client.delete(STOP_KEY)
-    send, again = _sender(backend, url), _retrying(outage)
+    send, again = _sender(backend, url, sentinels, service), _retrying(outage)
     interval = 1.0 / rate
     started = time.monotonic()
     count = 0
@@ -136,8 +163,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, default=100_000, help="tasks in all, then stop")
     parser.add_argument("--prefix", default="load")
     parser.add_argument("--outage", type=float, default=60.0, help="seconds to wait for Redis to come back")
+    parser.add_argument("--sentinels", help="host:port,...: reach the master of --sentinel-service through these")
+    parser.add_argument("--sentinel-service", help="the master set's name (the database is --redis-url's)")
     args = parser.parse_args(argv)
-    count = run(args.backend, args.redis_url, args.queues.split(","), args.rate, args.max, args.prefix, args.outage)
+    if bool(args.sentinels) != bool(args.sentinel_service):
+        parser.error("--sentinels and --sentinel-service go together")
+    sentinels = args.sentinels.split(",") if args.sentinels else None
+    count = run(
+        args.backend,
+        args.redis_url,
+        args.queues.split(","),
+        args.rate,
+        args.max,
+        args.prefix,
+        args.outage,
+        sentinels,
+        args.sentinel_service,
+    )
     print(f"enqueued {count} task(s)")
     return 0
 

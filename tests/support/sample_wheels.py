@@ -9,8 +9,8 @@ tests/fixtures/app/sampleapp with its own ``release.py``:
   records it in the ledger's start entries;
 - 1.2.0 bad: fails the tokens with ``crc32(token) % 3 == 0`` (a replay on a good release succeeds);
 - 1.3.0 cannot start: its worker entry points raise ImportError before the worker registers.
-- 1.2.1 bad like 1.2.0, and 1.4.0, 1.5.0, 1.6.0 good like 1.1.0: the scenarios that take more
-  releases than these four (a release marked failed is never a target again).
+- 1.2.1 and 1.7.0 bad like 1.2.0, and 1.4.0, 1.5.0, 1.6.0 good like 1.1.0: the scenarios that take
+  more releases than these four (a release marked failed is never a target again).
 
 The wheels are reproducible (fixed timestamps and modes, sorted members): the same sources give
 the same bytes, so a release's identity (the wheelhouse listing it was built from) is stable.
@@ -73,6 +73,7 @@ RELEASES: dict[str, SampleRelease] = {
         SampleRelease("1.4.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
         SampleRelease("1.5.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
         SampleRelease("1.6.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
+        SampleRelease("1.7.0", "bad, like 1.2.0", fail_every=3),
     )
 }
 VERSIONS = tuple(RELEASES)
