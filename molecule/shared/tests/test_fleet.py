@@ -50,6 +50,10 @@ def fleet_redis() -> redis.Redis:
         check=True,
     ).stdout.strip()
     client = redis.Redis(host=address, port=6379, decode_responses=True)
+    replication = client.info("replication")
+    if replication["role"] != "master":  # a faults fleet after F7: its Sentinels promoted the replica
+        client.close()
+        client = redis.Redis(host=replication["master_host"], port=replication["master_port"], decode_responses=True)
     yield client
     client.close()
 
