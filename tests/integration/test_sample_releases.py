@@ -121,6 +121,9 @@ def start_to_exit(backend: str, redis_url: str, release: Path, version: str, env
     )
 
 
+BAD_RELEASES = {"1.2.0", "1.2.1", "1.7.0"}  # fail a share of their tasks (sample_wheels.py)
+
+
 def tokens_for(backend: str, version: str, n: int = 9) -> list[str]:
     return [f"{backend}-{version}-{i}" for i in range(n)]
 
@@ -147,7 +150,7 @@ def test_each_wheel_is_complete_and_says_which_release_it_is(wheelhouse):
             release_py = wheel.read("sampleapp/release.py").decode()
             assert f"VERSION = {version!r}" in release_py
             assert f"FAIL_EVERY = {release.fail_every}" in release_py
-            assert release.fail_every == (3 if version.startswith("1.2.") else 0)
+            assert release.fail_every == (3 if version in BAD_RELEASES else 0)
 
 
 def test_wheels_are_reproducible_and_the_wheelhouse_is_reused(wheelhouse, tmp_path):

@@ -157,12 +157,12 @@ def test_a_run_stopped_with_sigterm_is_recorded_as_interrupted(tmp_path):
     assert [t["task"] for t in record["tasks"]] == ["Quick"]
 
 
-def test_the_collections_events_of_the_run_are_added_and_the_redis_url_is_not_recorded(tmp_path, redis_server):
-    import redis
-
+def test_the_collections_events_of_the_run_are_added_and_the_redis_url_is_not_recorded(
+    tmp_path, redis_server, redis_client
+):
     from ansible_collections.queueops.rollback.plugins.module_utils.events import record_event
 
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis_client  # emptied first: a test before it may have left a queueops:events that is no stream
     record_event(client, "rollout_check", "healthy", release="0.9.0")  # before the run: not its event
     play = [{"name": "Gate", "hosts": "localhost", "gather_facts": False, "tasks": [
         {"name": "Verdict", "ansible.builtin.command": f"{sys.executable} -c \"import redis; from ansible_collections"
