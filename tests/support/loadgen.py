@@ -37,7 +37,8 @@ def connect(url: str, sentinels: list[str] | None = None, service: str | None = 
     from redis.sentinel import Sentinel
 
     addresses = [(host, int(port)) for host, _, port in (entry.rpartition(":") for entry in sentinels)]
-    return Sentinel(addresses, socket_timeout=5).master_for(service, socket_timeout=5)
+    db = int(urlsplit(url).path.strip("/") or 0)  # the database is the URL's, as for a plain connection
+    return Sentinel(addresses, socket_timeout=5).master_for(service, socket_timeout=5, db=db)
 
 
 def _sender(backend: str, url: str, sentinels: list[str] | None = None, service: str | None = None):
