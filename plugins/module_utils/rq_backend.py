@@ -94,6 +94,11 @@ def started_registry_key(queue: str) -> str:
     return registry_key("started", queue)
 
 
+def execution_key(job_id: str, execution_id: str) -> str:
+    """2.x: the hash of one run of a job (``worker_name``, ``created_at``), written with its started entry."""
+    return f"rq:execution:{job_id}:{execution_id}"
+
+
 def job_key(job_id: str) -> str:
     return f"{JOB_PREFIX}{job_id}"
 
@@ -158,13 +163,28 @@ def started_entries(client, queues: list[str]) -> list[StartedEntry]:
         for member, score in members
     ]
     if entries:
-        with client.pipeline(transaction=False) as pipe:
-            for entry in entries:
-                pipe.hmget(job_key(entry.job_id), "worker_name", "started_at")
-            for entry, (worker, started_at) in zip(entries, pipe.execute()):
-                entry.worker = as_text(worker) or None
-                entry.started_at = as_text(started_at) or None
+        runs = started_runs(client, [(entry.job_id, entry.execution_id) for entry in entries])
+        for entry, (worker, started_at) in zip(entries, runs):
+            entry.worker, entry.started_at = worker, started_at
     return entries
+
+
+def started_runs(client, entries: list[tuple[str, str | None]]) -> list[tuple[str | None, str | None]]:
+    """``(worker, started_at)`` of started entries ``(job_id, execution_id)``: from the job hash, or, when
+    the job names no worker yet, from its execution hash. RQ 2.x writes the execution (and the started
+    entry) in the worker, before it forks; only the work horse then writes the job's worker and status.
+    A worker gone in between (killed, its Redis failed over) left a job that still says ``queued`` and
+    names no worker, but its execution does."""
+    rows = _rq_job_fields(client, [job_id for job_id, _execution in entries], ("worker_name", "started_at"))
+    runs = [(as_text(worker) or None, as_text(started_at) or None) for worker, started_at in rows]
+    unnamed = [i for i, (worker, _started) in enumerate(runs) if worker is None and entries[i][1]]
+    if unnamed:
+        with client.pipeline(transaction=False) as pipe:
+            for i in unnamed:
+                pipe.hmget(execution_key(*entries[i]), "worker_name", "created_at")
+            for i, (worker, created_at) in zip(unnamed, pipe.execute()):
+                runs[i] = (as_text(worker) or None, runs[i][1] or as_text(created_at) or None)
+    return runs
 
 
 @dataclass
@@ -669,9 +689,13 @@ for i = 7, #ARGV, step do
   local fields = redis.call('HMGET', job_key, 'status', 'origin', 'exc_info', 'worker_name')
   local status, queue = fields[1], target
   if queue == '' then queue = fields[2] end
+  -- A started entry whose job still says queued and sits in its intermediate queue: its worker went
+  -- away after the dequeue, before its work horse took the job (see started_runs). Nothing runs it.
+  local parked = step == 3 and status == 'queued' and fields[2]
+    and redis.call('LPOS', queue_prefix .. fields[2] .. ':intermediate', job_id)
   if not status and not fields[2] then
     missing = missing + 1
-  elseif status == 'queued' or status == 'finished' or not queue or queue == '' then
+  elseif (status == 'queued' and not parked) or status == 'finished' or not queue or queue == '' then
     state = state + 1
   elseif was_run_by and status == 'started' and (fields[4] or '') ~= was_run_by then
     -- Judged by the worker that ran it, gone; since then a live worker took it (a replayed job's
@@ -816,6 +840,11 @@ def _rq_select(
     workers = None
     if abandoned is not None:
         workers = worker_states(client)
+        runs = started_runs(client, [parse_started_member(member) for member, _score in members])
+        rows = [
+            [worker, ended_at, started, description]
+            for (worker, started), (_w, ended_at, _s, description) in zip(runs, rows)
+        ]
     chosen = []
     now = time.time()
     scored = members if abandoned is not None else [(member, None) for member in members]
@@ -853,11 +882,17 @@ def _rq_run_batches(
     if check_mode:
         # Same guards as the script, read-only: entries whose job is gone or already queued/finished do not count.
         rows = _rq_job_fields(client, [entry[1] for entry in entries], ("status", "origin"))
+        parked = [False] * len(entries)
+        if not plain:
+            with client.pipeline(transaction=False) as pipe:
+                for (_member, job_id, *_rest), (_status, origin) in zip(entries, rows):
+                    pipe.lpos(intermediate_queue_key(as_text(origin)), job_id)
+                parked = [position is not None for position in pipe.execute()]
         ready = []
-        for (_member, job_id, *_rest), (status, origin) in zip(entries, rows):
+        for (_member, job_id, *_rest), (status, origin), held in zip(entries, rows, parked):
             if status is None and origin is None:
                 report.skip("job data expired")
-            elif status in (b"queued", b"finished") or not (to_queue or origin):
+            elif (status == b"queued" and not held) or status == b"finished" or not (to_queue or origin):
                 report.skip("already queued or finished")
             else:
                 ready.append(job_id)
@@ -1017,16 +1052,17 @@ def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTL
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.lrange(intermediate_queue_key(queue), 0, -1)
+            for queue in queues:
+                pipe.zrange(started_registry_key(queue), 0, -1)
             replies = pipe.execute()
         # A started entry (2.x: <job>:<execution>) comes before its work horse takes the job out of the
-        # intermediate queue: a job a live worker runs is not stuck; one whose worker died is.
-        running = {(entry.queue, entry.job_id) for entry in split_in_flight(client, queues)[0]}
-        return {
-            (queue, as_text(j))
-            for queue, ids in zip(queues, replies)
-            for j in ids
-            if (queue, as_text(j)) not in running and not is_wake_job(as_text(j))
-        }
+        # intermediate queue. Such a job is the started registry's: running, or abandoned and replayed
+        # from there (its entry goes with it); only a job with no entry is stuck here.
+        found = set()
+        for queue, ids, members in zip(queues, replies[: len(queues)], replies[len(queues) :]):
+            entered = {parse_started_member(member)[0] for member in members}
+            found.update((queue, job_id) for job_id in map(as_text, ids) if job_id not in entered)
+        return {(queue, job_id) for queue, job_id in found if not is_wake_job(job_id)}
 
     first = parked()
     if not first:

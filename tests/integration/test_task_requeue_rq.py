@@ -157,6 +157,56 @@ def test_a_parked_job_its_worker_started_is_left_to_it_and_replayed_once_when_it
     assert redis_client.llen("rq:queue:orders:intermediate") == 0
 
 
+def test_a_job_whose_work_horse_never_prepared_it_is_judged_by_its_execution_and_replayed_once(
+    redis_server, redis_client, ledger, workers
+):
+    # The worker writes the execution (naming itself) and the started entry before it forks; only
+    # the work horse then writes the job's status and worker. A worker gone in between (killed, or
+    # its Redis failed over under it) leaves a job that says "queued", names no worker and sits in
+    # the intermediate queue and the started registry: neither stuck nor started, nothing ran it.
+    import redis
+
+    token_of = _enqueue(redis_client, ledger, ["unprepared-1"])
+    (job_id,) = token_of
+    execution = "f" * 32
+    redis_client.lmove("rq:queue:orders", "rq:queue:orders:intermediate", "LEFT", "RIGHT")
+    redis_client.hset(
+        f"rq:execution:{job_id}:{execution}",
+        mapping={"worker_name": BAD, "created_at": "2026-01-01T00:00:01.000000Z", "last_heartbeat": ""},
+    )
+    redis_client.zadd("rq:wip:orders", {f"{job_id}:{execution}": time.time() + 240})
+    redis_client.hset(f"rq:worker:{BAD}", mapping={"birth": "2026-01-01T00:00:00.000000Z", "queues": "orders"})
+    redis_client.sadd("rq:workers", f"rq:worker:{BAD}")
+    assert redis_client.hmget(f"rq:job:{job_id}", "status", "worker_name") == [b"queued", b""]
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    info_args = {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url}
+
+    alive = redis.Redis.from_url(redis_server.url, client_name=BAD)  # its worker is still there
+    alive.ping()
+    running = run_module("task_requeue", args)
+    assert (running.failed, running["replayed"]) == (False, 0), running["ids"]
+    assert run_module("queue_info", info_args)["abandoned"] == {}
+
+    alive.close()
+    info = run_module("queue_info", info_args)
+    assert [(t["job_id"], t["worker"]) for t in info["abandoned"]["orders"]] == [(job_id, BAD)]
+    checked = run_module("task_requeue", args, check=True)
+    assert (checked["replayed"], checked["ids"]) == (1, [job_id]), "counted once, not also as stuck"
+    assert redis_client.llen("rq:queue:orders:intermediate") == 1, "check mode moves nothing"
+    recovered = run_module("task_requeue", args)
+    assert not recovered.failed, recovered.msg
+    assert (recovered["replayed"], recovered["ids"]) == (1, [job_id])
+    assert recovered["sources"]["abandoned"]["skipped"] == {}
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [job_id.encode()]
+    assert redis_client.llen("rq:queue:orders:intermediate") == 0
+    assert redis_client.zcard("rq:wip:orders") == 0, "its started entry goes with it"
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    assert wait_until(lambda: ledger.done_counts() == {"unprepared-1": 1}, timeout=45)
+    assert [s["worker"] for s in ledger.starts()] == [GOOD]
+    again = run_module("task_requeue", args)
+    assert (again.changed, again["replayed"]) == (False, 0)
+
+
 def test_a_job_judged_abandoned_that_a_live_worker_took_meanwhile_is_left_to_it(redis_server, redis_client, ledger):
     # The replay judges a started entry by the job's worker (gone), then moves it in a script: a
     # replayed job's hash names the worker of its failed run until the work horse of the worker that
