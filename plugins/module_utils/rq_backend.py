@@ -170,21 +170,37 @@ def started_entries(client, queues: list[str]) -> list[StartedEntry]:
 
 
 def started_runs(client, entries: list[tuple[str, str | None]]) -> list[tuple[str | None, str | None]]:
-    """``(worker, started_at)`` of started entries ``(job_id, execution_id)``: from the job hash, or, when
-    the job names no worker yet, from its execution hash. RQ 2.x writes the execution (and the started
-    entry) in the worker, before it forks; only the work horse then writes the job's worker and status.
-    A worker gone in between (killed, its Redis failed over) left a job that still says ``queued`` and
-    names no worker, but its execution does."""
-    rows = _rq_job_fields(client, [job_id for job_id, _execution in entries], ("worker_name", "started_at"))
+    """``(worker, started_at)`` of started entries ``(job_id, execution_id)``. RQ 2.x writes a run's
+    execution hash (its worker, its start) with the started entry, in the worker, before it forks;
+    only the work horse then writes the job's status, worker and start. Until then the job hash says
+    what an earlier run left there: nothing for a new job, the worker of its failed run for a
+    replayed one. So the execution names the run's worker; the job hash is read for 1.x entries and
+    for an execution that expired. A job whose worker went away in between (killed, its Redis failed
+    over) still says ``queued``, but its execution names the worker that took it."""
+    job_ids = [job_id for job_id, _execution in entries]
+    rows = _rq_job_fields(client, job_ids, ("worker_name", "started_at"))
     runs = [(as_text(worker) or None, as_text(started_at) or None) for worker, started_at in rows]
-    unnamed = [i for i, (worker, _started) in enumerate(runs) if worker is None and entries[i][1]]
-    if unnamed:
+    with_execution = [i for i, (_job_id, execution) in enumerate(entries) if execution]
+    if with_execution:
         with client.pipeline(transaction=False) as pipe:
-            for i in unnamed:
+            for i in with_execution:
                 pipe.hmget(execution_key(*entries[i]), "worker_name", "created_at")
-            for i, (worker, created_at) in zip(unnamed, pipe.execute()):
-                runs[i] = (as_text(worker) or None, runs[i][1] or as_text(created_at) or None)
+            for i, (worker, created_at) in zip(with_execution, pipe.execute()):
+                worker, created_at = as_text(worker) or None, as_text(created_at) or None
+                if worker is None:
+                    continue  # expired with its run: the job hash is all there is
+                job_worker, job_started = runs[i]
+                runs[i] = (worker, job_started if job_worker == worker and job_started else rq_time_text(created_at))
     return runs
+
+
+def rq_time_text(value: str | None) -> str | None:
+    """An execution's ``created_at`` (epoch seconds) in RQ's ``utcformat``, as the job hash keeps times."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return value  # already a time text, or nothing
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass

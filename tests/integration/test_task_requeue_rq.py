@@ -7,6 +7,7 @@ import time
 import pytest
 
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.replay import parse_time
 from tests.support.runner import run_module
 from tests.support.waiting import wait_until
 from tests.support.workers import start_rq_worker
@@ -205,6 +206,54 @@ def test_a_job_whose_work_horse_never_prepared_it_is_judged_by_its_execution_and
     assert [s["worker"] for s in ledger.starts()] == [GOOD]
     again = run_module("task_requeue", args)
     assert (again.changed, again["replayed"]) == (False, 0)
+
+
+def test_a_replayed_job_a_live_worker_just_took_is_judged_by_its_run_not_by_its_failed_one(
+    redis_server, redis_client, ledger, workers
+):
+    # The replay of what the bad release failed puts a job back on its queue; its hash still names
+    # the worker of its failed run (gone: the bad release was stopped). A good worker takes it: it
+    # moves the id to its intermediate queue and writes its run (execution, started entry) before
+    # its work horse writes the job's status and worker. Judged in that window by the job hash, the
+    # job looked parked by a gone worker and ran twice (faults F2 and F3, replay then abandoned).
+    import redis
+
+    token_of = _enqueue(redis_client, ledger, ["retaken-1"])
+    (job_id,) = token_of
+    redis_client.hset(f"rq:job:{job_id}", mapping={"worker_name": BAD, "started_at": ""})  # as the replay left it
+    redis_client.lmove("rq:queue:orders", "rq:queue:orders:intermediate", "LEFT", "RIGHT")
+    execution = "e" * 32
+    taken_at = time.time()
+    redis_client.hset(
+        f"rq:execution:{job_id}:{execution}",
+        mapping={"worker_name": GOOD, "created_at": taken_at, "last_heartbeat": taken_at},
+    )
+    redis_client.zadd("rq:wip:orders", {f"{job_id}:{execution}": taken_at + 240})
+    birth = time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(taken_at - 30))
+    redis_client.hset(f"rq:worker:{GOOD}", mapping={"birth": birth, "queues": "orders"})
+    redis_client.sadd("rq:workers", f"rq:worker:{GOOD}")
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    info_args = {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url}
+
+    alive = redis.Redis.from_url(redis_server.url, client_name=GOOD)
+    alive.ping()
+    info = run_module("queue_info", info_args)
+    assert info["abandoned"] == {}
+    for check in (True, False):
+        left = run_module("task_requeue", args, check=check)
+        assert (left.failed, left.changed, left["replayed"]) == (False, False, 0), left["ids"]
+    assert redis_client.llen("rq:queue:orders") == 0 and redis_client.llen("rq:queue:orders:intermediate") == 1
+
+    alive.close()  # the good worker dies before its work horse took the job: now it is abandoned
+    info = run_module("queue_info", info_args)
+    (abandoned,) = info["abandoned"]["orders"]
+    assert (abandoned["job_id"], abandoned["worker"]) == (job_id, GOOD)
+    assert abandoned["started_at"].endswith("Z"), "in RQ's own time format, as the job hash keeps it"
+    assert abs(parse_time(abandoned["started_at"]) - taken_at) < 0.001
+    recovered = run_module("task_requeue", args)
+    assert (recovered.failed, recovered["replayed"], recovered["ids"]) == (False, 1, [job_id])
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [job_id.encode()]
+    assert redis_client.llen("rq:queue:orders:intermediate") == 0
 
 
 def test_a_job_judged_abandoned_that_a_live_worker_took_meanwhile_is_left_to_it(redis_server, redis_client, ledger):
