@@ -19,6 +19,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
+
 GATES_PREFIX = "queueops:gates:"
 
 
@@ -50,13 +52,9 @@ def decode(raw: bytes | str | None) -> dict[str, Any] | None:
 
 
 def read(client, pool: str) -> dict[str, dict[str, Any]]:
-    """Every gate of ``pool`` as stored, expired ones included (``describe`` says which)."""
-    stored = client.hgetall(gates_key(pool))
-    gates = {}
-    for raw_name, raw in stored.items():
-        name = raw_name.decode() if isinstance(raw_name, bytes) else raw_name
-        gates[name] = decode(raw) or {}  # not ours: reads as closed, and closing it removes it
-    return gates
+    """Every gate of ``pool`` as stored, expired ones included (``describe`` says which). A value that
+    is not ours reads as an empty gate: closed, and closing it removes it."""
+    return {as_text(name): decode(raw) or {} for name, raw in client.hgetall(gates_key(pool)).items()}
 
 
 def describe(name: str, gate: dict[str, Any] | None, now: float) -> dict[str, Any]:
@@ -138,9 +136,7 @@ def close_gates(client, pool: str, *, names: list[str] | None, release: str | No
     and is reported among ``closed``."""
 
     def change(pipe) -> GateChange:
-        current = {}
-        for raw_name, raw in pipe.hgetall(gates_key(pool)).items():
-            current[raw_name.decode() if isinstance(raw_name, bytes) else raw_name] = decode(raw) or {}
+        current = read(pipe, pool)
         chosen = [
             name
             for name, gate in sorted(current.items())

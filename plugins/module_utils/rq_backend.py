@@ -200,7 +200,7 @@ def rq_time_text(value: str | None) -> str | None:
         seconds = float(value)
     except (TypeError, ValueError):
         return value  # already a time text, or nothing
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utcformat(datetime.fromtimestamp(seconds, timezone.utc))
 
 
 @dataclass

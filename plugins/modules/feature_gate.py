@@ -182,9 +182,7 @@ def run_module() -> None:
                 client, pool, names=[name] if name else None, release=p["version"], check_mode=module.check_mode
             )
         if change is not None:
-            shown = {**change.before, **change.after}
-            for closed in change.closed:
-                shown[closed] = None
+            shown = {**dict.fromkeys(change.closed), **change.after}
             if change.changed and not module.check_mode:
                 for opened in change.opened:
                     gate = change.after[opened]
@@ -203,12 +201,7 @@ def run_module() -> None:
     if module._diff and change is not None and change.changed:
         result["diff"] = {
             "before": json.dumps(change.before, indent=2, sort_keys=True) + "\n",
-            "after": json.dumps(
-                {k: v for k, v in {**change.before, **change.after}.items() if k not in change.closed},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n",
+            "after": json.dumps(change.after, indent=2, sort_keys=True) + "\n",
             "before_header": gates.gates_key(pool),
             "after_header": gates.gates_key(pool),
         }
