@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text
 
 GATES_PREFIX = "queueops:gates:"
@@ -148,3 +149,16 @@ def close_gates(client, pool: str, *, names: list[str] | None, release: str | No
         return GateChange({name: current[name] for name in chosen}, {}, closed=chosen)
 
     return client.transaction(change, gates_key(pool), value_from_callable=True)
+
+
+def record_change(module, client, module_name: str, pool: str, change: GateChange, release: str | None) -> None:
+    """One event per gate opened or closed (``gate opened`` / ``gate closed``), none in check mode."""
+    if module.check_mode:
+        return
+    for name in change.opened:
+        gate = change.after[name]
+        record_or_warn(module, client, module_name, "gate opened", pool=pool, gate=name,
+                       percentage=gate["percentage"], release=gate["release"],
+                       expires_at=gate["expires_at"])  # fmt: skip
+    for name in change.closed:
+        record_or_warn(module, client, module_name, "gate closed", pool=pool, gate=name, release=release)

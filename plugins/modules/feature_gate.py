@@ -131,7 +131,6 @@ import time
 from typing import Any
 
 from ansible_collections.queueops.rollback.plugins.module_utils import gates
-from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import failing_in_words, new_module
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
@@ -183,14 +182,7 @@ def run_module() -> None:
             )
         if change is not None:
             shown = {**dict.fromkeys(change.closed), **change.after}
-            if change.changed and not module.check_mode:
-                for opened in change.opened:
-                    gate = change.after[opened]
-                    record_or_warn(module, client, MODULE, "gate opened", pool=pool, gate=opened,
-                                   percentage=gate["percentage"], release=gate["release"],
-                                   expires_at=gate["expires_at"])  # fmt: skip
-                for closed in change.closed:
-                    record_or_warn(module, client, MODULE, "gate closed", pool=pool, gate=closed, release=p["version"])
+            gates.record_change(module, client, MODULE, pool, change, p["version"])
     now = time.time()
     result: dict[str, Any] = {
         "changed": bool(change and change.changed),
