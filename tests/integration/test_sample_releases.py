@@ -3,7 +3,8 @@ virtualenv per release built with no index (Pool.stage), and the release's own c
 run as real RQ and Celery workers against a real redis-server.
 
 1.0.0 and 1.1.0 finish every task (1.1.0 only once SAMPLEAPP_GREETING is set), 1.2.0 fails exactly
-the tokens with crc32(token) % 3 == 0 (and a good release replays them), 1.3.0 exits at start.
+the tokens with crc32(token) % 3 == 0 (and a good release replays them), 1.3.0 exits at start, and
+1.8.0 fails those tokens only on its new path, which the pool's feature gate opens for a share of keys.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from ansible_collections.queueops.rollback.plugins.module_utils import gates
 from ansible_collections.queueops.rollback.plugins.module_utils.releases import Pool, Source
 from tests.support import sample_wheels
 from tests.support.fleet_wheelhouse import fleet_wheelhouse, release_requirements
@@ -31,7 +33,7 @@ POOL = "orders"
 QUEUE = "default"
 GREETING = "hello from 1.1.0"
 BACKENDS = ["rq", "celery"]
-TESTED = ("1.0.0", "1.1.0", "1.2.0", "1.3.0")  # the fleets' other releases repeat these under new numbers
+TESTED = ("1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.8.0")  # the fleets' other releases repeat these under new numbers
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +240,40 @@ def test_1_3_0_exits_at_start_with_its_import_error(backend, releases, redis_ser
     assert "ImportError: cannot import name 'record_refund' from 'sampleapp.ledger'" in result.stdout
     # it failed before it registered: no worker in Redis, no queue consumed
     assert not redis_client.keys("rq:worker:*") and not redis_client.keys("_kombu.binding.*")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_1_8_0_takes_its_failing_new_path_only_for_the_keys_its_open_gate_picks(
+    backend, releases, redis_server, redis_client, ledger
+):
+    gate = sample_wheels.NEW_TOTALS
+    tokens = tokens_for(backend, "1.8.0", 40)
+    env = {"SAMPLEAPP_GREETING": GREETING, "QUEUEOPS_POOL": POOL}
+    worker = start(backend, redis_server.url, releases["1.8.0"], "1.8.0", env=env)
+    try:
+        closed = tokens[:10]  # the gate is closed: the old path, every task finishes
+        run_tasks(backend, redis_server, redis_client, ledger, closed)
+        assert ledger.done_counts() == dict.fromkeys(closed, 1)
+
+        gates.open_gate(redis_client, POOL, gate, percentage=50, release="1.8.0", expires_in=None, check_mode=False)
+        half = tokens[10:]
+        run_tasks(backend, redis_server, redis_client, ledger, half)
+
+        gates.close_gates(redis_client, POOL, names=None, release="1.8.0", check_mode=False)
+        failed = sorted(ledger.failed_counts())
+        enqueue(backend, redis_server, redis_client, failed)  # replayed with the gate closed: the old path
+        assert wait_until(lambda: set(ledger.done_counts()) == set(tokens), timeout=30), ledger.done_counts()
+    finally:
+        stop(worker)
+
+    # the app picks the keys by the rule the module documents (gates.takes_new_path), not by its own
+    opened = {"percentage": 50}
+    picked = {t for t in half if gates.takes_new_path(opened, gate, t)}
+    assert picked and picked != set(half)  # the test means something: some keys take the new path, some do not
+    starts = ledger.starts()
+    assert {s["token"] for s in starts if s.get("gates") == [gate]} == picked
+    assert all("gates" not in s for s in starts[: len(closed)])
+    assert set(failed) == {t for t in picked if zlib.crc32(t.encode()) % 3 == 0}
+    assert failed  # some of the new path's tasks failed, and ran again on the old path
+    assert ledger.done_counts() == dict.fromkeys(tokens, 1)
+    assert ledger.lost() == set()

@@ -11,6 +11,8 @@ tests/fixtures/app/sampleapp with its own ``release.py``:
 - 1.3.0 cannot start: its worker entry points raise ImportError before the worker registers.
 - 1.2.1 and 1.7.0 bad like 1.2.0, and 1.4.0, 1.5.0, 1.6.0 good like 1.1.0: the scenarios that take
   more releases than these four (a release marked failed is never a target again).
+- 1.8.0 good on its old code path; its new path, behind the feature gate ``new_totals``, fails like
+  1.2.0 (the tokens with ``crc32(token) % 3 == 0``): a bad change a gate flip takes back.
 
 The wheels are reproducible (fixed timestamps and modes, sorted members): the same sources give
 the same bytes, so a release's identity (the wheelhouse listing it was built from) is stable.
@@ -30,6 +32,7 @@ NAME = "sampleapp"
 PACKAGE = SAMPLE_APP / NAME
 TAG = "py3-none-any"
 GREETING = "SAMPLEAPP_GREETING"
+NEW_TOTALS = "new_totals"  # the feature gate of 1.8.0's new code path
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 
 
@@ -40,6 +43,7 @@ class SampleRelease:
     fail_every: int = 0
     required_env: tuple[str, ...] = ()
     startup_imports: tuple[str, ...] = ()
+    gates: tuple[tuple[str, int], ...] = ()  # gate -> fail_every of its new path
 
     @property
     def wheel_name(self) -> str:
@@ -53,6 +57,7 @@ class SampleRelease:
             f"FAIL_EVERY = {self.fail_every!r}\n"
             f"REQUIRED_ENV: tuple[str, ...] = {self.required_env!r}\n"
             f"STARTUP_IMPORTS: tuple[str, ...] = {self.startup_imports!r}\n"
+            f"GATES: dict[str, int] = {dict(self.gates)!r}\n"
         )
 
 
@@ -74,6 +79,12 @@ RELEASES: dict[str, SampleRelease] = {
         SampleRelease("1.5.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
         SampleRelease("1.6.0", "good; reads SAMPLEAPP_GREETING", required_env=(GREETING,)),
         SampleRelease("1.7.0", "bad, like 1.2.0", fail_every=3),
+        SampleRelease(
+            "1.8.0",
+            f"good; its new path behind the gate {NEW_TOTALS} fails like 1.2.0; reads SAMPLEAPP_GREETING",
+            required_env=(GREETING,),
+            gates=((NEW_TOTALS, 3),),
+        ),
     )
 }
 VERSIONS = tuple(RELEASES)
