@@ -88,6 +88,15 @@ options:
         M(queueops.rollback.worker_rollback)).
     type: bool
     default: false
+  close_gates_unhealthy:
+    description:
+      - When the gate does not pass, close the feature gates of O(pool) that the release O(release) opened
+        (M(queueops.rollback.feature_gate) with its O(queueops.rollback.feature_gate#module:version)), right after
+        the verdict and before O(halt_unhealthy) stops any worker. The next task of every worker takes the old
+        code path again, with no restart - the fastest rollback there is.
+      - Needs O(pool) and a version (not a pattern) in O(release). Each gate closed is recorded as an event.
+    type: bool
+    default: false
   ping_timeout:
     description: Celery only; seconds to wait for the workers' ping replies.
     type: float
@@ -98,11 +107,14 @@ options:
     type: str
 notes:
   - The module observes; it changes nothing but the event stream (and, with O(halt_unhealthy), the bad release's
-    workers, which it stops). In check mode it observes and judges
+    workers, which it stops, and with O(close_gates_unhealthy), the release's feature gates, which it closes). In
+    check mode it observes and judges
     the same way and records no event.
   - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +zrangebyscore +hmget +xadd
     %R~rq:* ~queueops:events). Read-only but for the verdict's event. With O(halt_unhealthy), also C(+publish
     &rq:pubsub:*)."
+  - "Redis ACL, with O(close_gates_unhealthy) (both backends): also C(+hgetall +hdel +watch +multi +exec
+    ~queueops:gates:<pool>)."
   - "Redis ACL (celery): the user needs C(+ping +multi +exec +llen +sadd +srem +del +brpop +publish +set +get
     +evalsha +script|load +zrevrangebyscore +psubscribe +unsubscribe +xadd ~*.reply.celery.pidbox* ~unacked_mutex
     ~unacked_index ~celeryev.* ~_kombu.binding.celeryev %R~<queue>* ~queueops:events &/<db>.celery.pidbox
@@ -140,6 +152,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+gates_closed:
+  description: The feature gates closed by O(close_gates_unhealthy) (empty when the gate passed or it is off).
+  returned: always
+  type: list
+  elements: str
+  sample: [new_pricing]
 halted:
   description: The workers told to stop by O(halt_unhealthy) (empty when the gate passed or it is off).
   returned: always
@@ -178,14 +196,18 @@ numbers:
 
 from typing import Any
 
-from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, rq_backend
+from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, gates, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
 from ansible_collections.queueops.rollback.plugins.module_utils.health import (
     Observation,
     Thresholds,
     judge,
 )
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import release_selector, release_spec_problem
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import (
+    GLOB_CHARS,
+    release_selector,
+    release_spec_problem,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.module_kit import (
     BACKEND_OPTION,
     failing_in_words,
@@ -208,6 +230,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "inconclusive_is": {"type": "str", "default": "fail", "choices": ["pass", "fail"]},
     "fail_when_unhealthy": {"type": "bool", "default": True},
     "halt_unhealthy": {"type": "bool", "default": False},
+    "close_gates_unhealthy": {"type": "bool", "default": False},
     "ping_timeout": {"type": "float", "default": 1.0},
     "broker_url": {"type": "str", "no_log": True},
 }
@@ -254,6 +277,8 @@ def run_module() -> None:
     release_problem = release_spec_problem("release", params["release"], params["pool"])
     if release_problem:
         problems.append(release_problem)
+    if params["close_gates_unhealthy"] and (not params["pool"] or GLOB_CHARS.intersection(params["release"])):
+        problems.append("close_gates_unhealthy needs pool and a version in release (the gates a release opened)")
     if problems:
         module.fail_json(msg="; ".join(problems))
 
@@ -278,12 +303,21 @@ def run_module() -> None:
             reason=verdict.reason,
             numbers=verdict.numbers,
         )
+    closed: list[str] = []
+    if not verdict.healthy and params["close_gates_unhealthy"]:
+        with failing_in_words(module, f"close the feature gates of {subject}"):
+            change = gates.close_gates(
+                client, params["pool"], names=None, release=params["release"], check_mode=module.check_mode
+            )
+        gates.record_change(module, client, "rollout_check", params["pool"], change, params["release"])
+        closed = change.closed
     halted = []
     if not verdict.healthy and params["halt_unhealthy"] and not module.check_mode:
         with failing_in_words(module, f"stop the workers of {subject}", unexpected=True):
             halted = _halt(client, params, observed.workers)
     result = dict(
-        changed=bool(halted),
+        changed=bool(halted or closed),
+        gates_closed=closed,
         halted=halted,
         healthy=verdict.healthy,
         verdict=verdict.status,

@@ -186,3 +186,86 @@ def test_halt_unhealthy_stops_the_bad_release_at_the_verdict_and_nothing_else(
     assert late == [], f"the bad release took tasks after its verdict: {late[:3]}"
     assert any(s["release"] == "1.0.0" and s["t"] > verdict_at + 0.25 for s in ledger.starts())
     assert wait_until(lambda: set(sent) <= set(ledger.done_counts()) | set(ledger.failed_counts()), timeout=30)
+
+
+@pytest.mark.parametrize("backend", ["rq", "celery"])
+def test_close_gates_unhealthy_closes_the_release_gates_at_the_verdict_and_its_workers_go_on(
+    backend, redis_server, redis_client, ledger, workers
+):
+    from ansible_collections.queueops.rollback.plugins.module_utils.events import EVENTS_STREAM
+    from ansible_collections.queueops.rollback.plugins.module_utils.gates import gates_key
+
+    suffix = "@test" if backend == "celery" else ""
+    start = start_rq_worker if backend == "rq" else start_celery_worker
+    # 1.8.0: good on its old path; its new path behind the gate new_totals fails a third of the tasks
+    env = {"SAMPLEAPP_GATES": "new_totals=3", "QUEUEOPS_POOL": "shop"}
+    worker = start(redis_server.url, ["orders"], worker_name("shop", "1.8.0", 0) + suffix, release="1.8.0", env=env)
+    workers.append(worker)
+    base = {"pool": "shop", "redis_url": redis_server.url}
+    opened = run_module("feature_gate", dict(base, gate="new_totals", version="1.8.0"))
+    other = run_module("feature_gate", dict(base, gate="kept", version="1.7.0"))
+    assert opened.changed and other.changed
+    if backend == "rq":
+        from rq import Queue
+
+        queue = Queue("orders", connection=redis_client)
+
+        def send(token):
+            queue.enqueue("sampleapp.tasks.work", token)
+    else:
+        from celery import Celery
+
+        app = Celery(broker=redis_server.url, set_as_current=False)
+
+        def send(token):
+            app.send_task("sampleapp.work", args=[token], queue="orders")
+
+    stop, sent = [], []
+
+    def load():
+        while not stop:
+            token = f"{backend}-gate-{len(sent)}"
+            ledger.note_enqueued(token)
+            send(token)
+            sent.append(token)
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(load)
+        try:
+            gate = run_module(
+                "rollout_check",
+                {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "1.8.0", "window": 4,
+                 "min_tasks": 5, "close_gates_unhealthy": True, "redis_url": redis_server.url},
+            )  # fmt: skip
+            after = len(sent)
+            assert wait_until(lambda: len(sent) >= after + 20, timeout=10)  # tasks go on coming
+        finally:
+            stop.append(True)
+            loading.result()
+    assert gate.failed and gate["verdict"] == "unhealthy"
+    assert gate["gates_closed"] == ["new_totals"] and gate["halted"] == [] and gate.changed
+    assert redis_client.hkeys(gates_key("shop")) == [b"kept"], "only the gates of the release judged are closed"
+    events = [fields for _id, fields in redis_client.xrange(EVENTS_STREAM)]
+    closing = [e for e in events if e[b"action"] == b"gate closed"]
+    assert [(e[b"module"], e[b"gate"], e[b"release"]) for e in closing] == [(b"rollout_check", b"new_totals", b"1.8.0")]
+    verdict_at = float(next(e for e in events if e[b"action"] == b"unhealthy")[b"time"])
+    closed_at = float(closing[0][b"time"])
+    assert verdict_at <= closed_at < verdict_at + 0.5, "the gate is closed right after the verdict"
+    starts = ledger.starts()
+    assert any("new_totals" in s.get("gates", []) for s in starts)
+    late = [s for s in starts if "new_totals" in s.get("gates", []) and s["t"] > closed_at]
+    assert late == [], f"tasks took the new path after the gate closed: {late[:3]}"
+    assert worker.alive(), "closing the gates leaves the release's workers running"
+    assert wait_until(lambda: set(sent) <= set(ledger.done_counts()) | set(ledger.failed_counts()), timeout=30)
+    # once closed, every task takes the old path, which finishes
+    assert all(t in ledger.done_counts() for t in sent[after:])
+
+
+def test_close_gates_unhealthy_needs_a_pool_and_a_version(redis_server):
+    args = {"backend": "rq", "queues": ["orders"], "window": 0.1, "close_gates_unhealthy": True,
+            "redis_url": redis_server.url}  # fmt: skip
+    for release, pool in (("1.8.0", None), ("shop:1.8.*", "shop")):
+        result = run_module("rollout_check", dict(args, release=release, **({"pool": pool} if pool else {})))
+        assert result.failed
+        assert result.msg == "close_gates_unhealthy needs pool and a version in release (the gates a release opened)"
