@@ -15,6 +15,13 @@ every task records which worker of which release started it and when:
       each of the 6 workers of 1.0.0 that started after the verdict, the last of those six.
 
 Goals: (a) <= 0.5 s; (b) <= 1.0x the baseline's (b), medians of the rounds.
+
+Then a gate flip: 1.8.0 fails the health gate judged with its feature gate open, and the gate is
+closed at the verdict; the release stays. Measured beside (a) and (b):
+
+  (g) from that verdict until no task takes the new path: the last task that took it, after the
+      verdict (0 when none did), from the ledger (tests/support/gate_paths.py). No goal: printed
+      beside the release rollback's times.
 """
 
 from __future__ import annotations
@@ -29,12 +36,17 @@ from pathlib import Path
 import redis
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.support import gate_paths  # noqa: E402
+
 OUT = REPO / ".cache" / "bench"
 STARTS, EVENTS = "queueops:ledger:starts", "queueops:events"
 PREVIOUS, WORKERS = "1.0.0", 6
 OURS = ("1.2.0", "1.2.1")  # the bad releases of our rounds (a release marked failed is not deployed again)
 BASELINE_BAD, BASELINE_ROUNDS = "1.2.0", (1, 2)
 GOAL_A, GOAL_RATIO = 0.5, 1.0
+GATE_POOL, GATE = "shop", "new_totals"  # the gate-flip round's pool and feature gate
 
 
 def molecule(env: dict[str, str], action: str, scenario: str, check: bool = True) -> None:
@@ -100,11 +112,13 @@ def bench(backend: str) -> dict:
         molecule(env, "prepare", scenario)
         molecule(env, "converge", scenario)
         client = redis_of(scenario)
+        gate = gate_paths.measure(client, GATE_POOL, GATE)
         starts = [json.loads(raw) for raw in client.lrange(STARTS, 0, -1)]
         events = [fields for _id, fields in client.xrange(EVENTS)]
         # Kept beside the result, so the times can be read again after the fleet is gone.
         (out / "ledger-starts.json").write_text(json.dumps(starts))
         (out / "events.json").write_text(json.dumps(events))
+        (out / "gate.json").write_text(json.dumps(gate))
     finally:
         molecule(env, "destroy", scenario, check=False)
     verdicts = our_verdicts(events)
@@ -112,7 +126,8 @@ def bench(backend: str) -> dict:
     baseline = [
         times(starts, float((out / f"baseline-{n}.verdict").read_text()), BASELINE_BAD) for n in BASELINE_ROUNDS
     ]
-    return {"backend": backend, "ours": ours, "baseline": baseline}
+    flip = {**gate, "g_no_more_new_path_s": max(0.0, gate["last_new_path_s"] or 0.0)}
+    return {"backend": backend, "ours": ours, "baseline": baseline, "gate_flip": flip}
 
 
 def median(rounds: list[dict], key: str) -> float | None:
@@ -139,6 +154,13 @@ def main(argv: list[str]) -> int:
             f"{backend}: (b) verdict -> every worker consumes on {PREVIOUS}: ours {b} s, "
             f"ansistrano-style {base_b} s, ratio {ratio} (goal <= {GOAL_RATIO})"
         )
+        flip = result["gate_flip"]
+        print(
+            f"{backend}: (g) verdict -> no task takes the new path, gate flip: {flip['g_no_more_new_path_s']} s "
+            f"({flip['new_path']} tasks took it, {flip['after_close']} after the close); release rollback: "
+            f"(a) {a} s, (b) {b} s"
+        )
+        ok &= flip["verdict_at"] is not None and flip["new_path"] > 0 and flip["after_close"] == 0
         ok &= a is not None and a <= GOAL_A and ratio is not None and ratio <= GOAL_RATIO
     (OUT / "rollback.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nbench_rollback: {'goals met' if ok else 'GOALS MISSED'} (details in {OUT / 'rollback.json'})")
