@@ -58,4 +58,5 @@ for i in "${!stages[@]}"; do
 done
 printf '  %-13s %-14s %5ss  logs in %s\n' total "$([ $status = 0 ] && echo ok || echo FAILED)" $((SECONDS - total_start)) "$logs"
 echo "tests: $passed passed, $failed failed"
+[ "${results[${#results[@]}-1]}" = ok ] || python -m tests.support.failed_tasks "$logs/molecule.log" | sed 's/^/  failed play: /'
 exit $status
