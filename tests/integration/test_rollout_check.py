@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,6 +31,43 @@ def _gates(backend: str, redis_client, url: str, enqueue):
         time.sleep(0.5)
         enqueue()
         return good.result(), bad.result()
+
+
+@contextmanager
+def load(backend: str, redis_server, redis_client, ledger, prefix: str):
+    """Tasks sent to orders every 50 ms, each noted in the ledger, while the block runs; yields the tokens sent."""
+    if backend == "rq":
+        from rq import Queue
+
+        queue = Queue("orders", connection=redis_client)
+
+        def send(token):
+            queue.enqueue("sampleapp.tasks.work", token)
+    else:
+        from celery import Celery
+
+        app = Celery(broker=redis_server.url, set_as_current=False)
+
+        def send(token):
+            app.send_task("sampleapp.work", args=[token], queue="orders")
+
+    stop, sent = [], []
+
+    def run():
+        while not stop:
+            token = f"{backend}-{prefix}-{len(sent)}"
+            ledger.note_enqueued(token)
+            send(token)
+            sent.append(token)
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(1) as pool:
+        loading = pool.submit(run)
+        try:
+            yield sent
+        finally:
+            stop.append(True)
+            loading.result()
 
 
 def _expected(ledger, release: str) -> tuple[int, int]:
@@ -139,44 +177,14 @@ def test_halt_unhealthy_stops_the_bad_release_at_the_verdict_and_nothing_else(
     good = start(redis_server.url, ["orders"], worker_name("shop", "1.0.0", 0) + suffix, release="1.0.0")
     bad = start(redis_server.url, ["orders"], worker_name("shop", "2.0.0", 0) + suffix, release="2.0.0", fail_every=3)
     workers.extend([good, bad])
-    if backend == "rq":
-        from rq import Queue
-
-        queue = Queue("orders", connection=redis_client)
-
-        def send(token):
-            queue.enqueue("sampleapp.tasks.work", token)
-    else:
-        from celery import Celery
-
-        app = Celery(broker=redis_server.url, set_as_current=False)
-
-        def send(token):
-            app.send_task("sampleapp.work", args=[token], queue="orders")
-
-    stop, sent = [], []
-
-    def load():
-        while not stop:
-            token = f"{backend}-halt-{len(sent)}"
-            ledger.note_enqueued(token)
-            send(token)
-            sent.append(token)
-            time.sleep(0.05)
-
-    with ThreadPoolExecutor(1) as pool:
-        loading = pool.submit(load)
-        try:
-            gate = run_module(
-                "rollout_check",
-                {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "2.0.0", "window": 4,
-                 "min_tasks": 5, "halt_unhealthy": True, "redis_url": redis_server.url},
-            )  # fmt: skip
-            assert wait_until(lambda: not bad.alive(), timeout=20), "the bad release's worker did not stop"
-            time.sleep(1.0)  # the good worker keeps taking tasks meanwhile
-        finally:
-            stop.append(True)
-            loading.result()
+    with load(backend, redis_server, redis_client, ledger, "halt") as sent:
+        gate = run_module(
+            "rollout_check",
+            {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "2.0.0", "window": 4,
+             "min_tasks": 5, "halt_unhealthy": True, "redis_url": redis_server.url},
+        )  # fmt: skip
+        assert wait_until(lambda: not bad.alive(), timeout=20), "the bad release's worker did not stop"
+        time.sleep(1.0)  # the good worker keeps taking tasks meanwhile
     assert gate.failed and gate["verdict"] == "unhealthy"
     assert gate["halted"] == [bad.name] and gate.changed
     assert good.alive(), "a worker of another release must not be stopped"
@@ -205,44 +213,14 @@ def test_close_gates_unhealthy_closes_the_release_gates_at_the_verdict_and_its_w
     opened = run_module("feature_gate", dict(base, gate="new_totals", version="1.8.0"))
     other = run_module("feature_gate", dict(base, gate="kept", version="1.7.0"))
     assert opened.changed and other.changed
-    if backend == "rq":
-        from rq import Queue
-
-        queue = Queue("orders", connection=redis_client)
-
-        def send(token):
-            queue.enqueue("sampleapp.tasks.work", token)
-    else:
-        from celery import Celery
-
-        app = Celery(broker=redis_server.url, set_as_current=False)
-
-        def send(token):
-            app.send_task("sampleapp.work", args=[token], queue="orders")
-
-    stop, sent = [], []
-
-    def load():
-        while not stop:
-            token = f"{backend}-gate-{len(sent)}"
-            ledger.note_enqueued(token)
-            send(token)
-            sent.append(token)
-            time.sleep(0.05)
-
-    with ThreadPoolExecutor(1) as pool:
-        loading = pool.submit(load)
-        try:
-            gate = run_module(
-                "rollout_check",
-                {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "1.8.0", "window": 4,
-                 "min_tasks": 5, "close_gates_unhealthy": True, "redis_url": redis_server.url},
-            )  # fmt: skip
-            after = len(sent)
-            assert wait_until(lambda: len(sent) >= after + 20, timeout=10)  # tasks go on coming
-        finally:
-            stop.append(True)
-            loading.result()
+    with load(backend, redis_server, redis_client, ledger, "gate") as sent:
+        gate = run_module(
+            "rollout_check",
+            {"backend": backend, "queues": ["orders"], "pool": "shop", "release": "1.8.0", "window": 4,
+             "min_tasks": 5, "close_gates_unhealthy": True, "redis_url": redis_server.url},
+        )  # fmt: skip
+        after = len(sent)
+        assert wait_until(lambda: len(sent) >= after + 20, timeout=10)  # tasks go on coming
     assert gate.failed and gate["verdict"] == "unhealthy"
     assert gate["gates_closed"] == ["new_totals"] and gate["halted"] == [] and gate.changed
     assert redis_client.hkeys(gates_key("shop")) == [b"kept"], "only the gates of the release judged are closed"
