@@ -29,7 +29,7 @@ POOL = "shop"
 # case 8 rolls 1.8.0 back to 1.4.0 on the RQ fleet and keeps it, its feature gate closed, on the Celery one.
 FINAL_RELEASE = os.environ.get("FLEET_FINAL_RELEASE", "1.8.0" if SCENARIO == "celery" else "1.4.0")
 DRILL = os.environ.get("FLEET_DRILL", "1" if SCENARIO == "rq" else "0") == "1"  # fleet_drill in group_vars
-CASES = os.environ.get("FLEET_CASES", "1,1,2,3,4,5,6" + (",7" if DRILL else "") + ",8").split(",")
+CASES = os.environ.get("FLEET_CASES", "1,1,2,3,4,5,6" + (",7" if DRILL else "") + ",8,9").split(",")
 ENQUEUED, DONE, FAILED = "queueops:ledger:enqueued", "queueops:ledger:done", "queueops:ledger:failed"
 MARKS = fleet_marks.MARKS
 
