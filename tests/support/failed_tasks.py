@@ -16,7 +16,9 @@ from pathlib import Path
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 TASK = re.compile(r"^TASK \[(?P<task>.*)\] \*+$")
 FATAL = re.compile(r"^(?P<kind>fatal|failed): \[(?P<host>[^\]]+?)(?: -> [^\]]+)?\]")
-RECAP = re.compile(r"^(?P<host>\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)")
+RECAP = re.compile(
+    r"^(?P<host>\S+)\s+: ok=\d+\s+changed=\d+\s+unreachable=(?P<unreachable>\d+)\s+failed=(?P<failed>\d+)"
+)
 MESSAGE = re.compile(r"^\s+msg: (?P<msg>.*)$")
 
 
