@@ -171,9 +171,23 @@ def registered_nodes(client) -> set[str]:
     return nodes
 
 
-def gone_nodes(client, silent: set[str]) -> list[str]:
-    """Of nodes that did not answer a broadcast, those with no mailbox left: they have stopped."""
-    return sorted(set(silent) - registered_nodes(client)) if silent else []
+def _slot(node: str) -> tuple[str, str, str | None] | None:
+    """(pool, index, host) of one of our node names: the systemd unit ``<pool>@<index>`` on a host,
+    which runs one worker process at a time."""
+    identity = parse_worker_name(node)
+    return (identity.pool, identity.index, node_host(node)) if identity else None
+
+
+def gone_nodes(client, silent: set[str], live: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Of nodes that did not answer a broadcast, those that have stopped: no mailbox left, or (for
+    our ``<pool>:<version>:<index>@<host>`` names) their unit on that host now answers as another
+    release. A worker that stops while Redis is away (a failover, a restart) cannot take its
+    mailbox back, so the mailbox alone does not prove it alive."""
+    if not silent:
+        return []
+    registered = registered_nodes(client)
+    replaced = {_slot(n) for n in live} - {None}
+    return sorted(n for n in silent if n not in registered or _slot(n) in replaced)
 
 
 def unknown_queues(client, queues: list[str], consumed: set[str]) -> list[str]:
@@ -240,7 +254,7 @@ class _ConsumerChange:
         self.others = {n: c for n, c in live.items() if n not in self.answered}  # live, not ours to change
         self.records = paused_records(client, queues)
         recorded = {n for nodes in self.records.values() for n in nodes}
-        self.gone = gone_nodes(client, recorded - set(live))
+        self.gone = gone_nodes(client, recorded - set(live), set(live))
         self.missing = sorted(set(wanted or []) - set(self.answered))
 
     def _targets(self, queue: str) -> list[str]:

@@ -31,10 +31,12 @@ description:
     C(inspect active_queues), and resumes with C(add_consumer) to the workers the pause took the
     queue from (remembered in the Redis hash C(queueops:celery:paused)). This is in memory only; a
     worker restarted while paused consumes its C(-Q) queues again.
-  - A worker the pause record names that has stopped (it does not answer, and its remote-control mailbox
-    C(<node>.celery.pidbox) is gone from the broker, as after a warm shutdown) is forgotten and listed in
-    RV(forgotten_workers), not waited for, because every deploy restarts workers and the release is part of their
-    node names. RV(paused) and the diff always come from what the live workers consume.
+  - A worker the pause record names that has stopped is forgotten and listed in RV(forgotten_workers), not
+    waited for, because every deploy restarts workers and the release is part of their node names. It has
+    stopped when it does not answer and either its remote-control mailbox C(<node>.celery.pidbox) is gone from
+    the broker (as after a warm shutdown) or its unit on that host answers as another release (node
+    C(<pool>:<other version>:<index>@<host>)): a worker that stops while Redis is away, in a failover or a
+    restart, cannot remove its mailbox. RV(paused) and the diff always come from what the live workers consume.
   - A queue nobody knows (RQ, no jobs, no registries and no worker; Celery, no live consumer, no message,
     no binding and no pause record) is refused, since it is most often a typo; see O(allow_unknown_queues).
 extends_documentation_fragment:
@@ -167,8 +169,8 @@ also_resumed:
   sample: {"queues": [], "workers": []}
 forgotten_workers:
   description:
-    - Celery. Workers the pause record named that have stopped (no answer, no mailbox on the broker); their
-      record was removed.
+    - Celery. Workers the pause record named that have stopped (no answer, and no mailbox on the broker or
+      their unit answering as another release); their record was removed.
   returned: backend is celery
   type: list
   elements: str

@@ -103,6 +103,35 @@ def test_celery_resume_after_the_paused_workers_were_restarted_forgets_them(redi
     assert not run_module("queue_pause", _celery(redis_server, state="resumed")).changed
 
 
+def test_celery_resume_forgets_a_worker_that_left_its_mailbox_once_its_unit_runs_another_release(
+    redis_server, redis_client, workers, host
+):
+    # A worker stopped while Redis was away (a failover) cannot unbind its mailbox, as one killed.
+    old_node, new = f"shop:1.0.0:1@{host}", f"shop:1.1.0:1@{host}"
+    other_slot = f"shop:1.0.0:2@{host}"
+    old = start_celery_worker(redis_server.url, ["orders"], old_node, concurrency=1)
+    hung = start_celery_worker(redis_server.url, ["orders"], other_slot, concurrency=1)
+    workers.extend([old, hung])
+    assert run_module("queue_pause", _celery(redis_server))["paused"] == ["orders"]
+    old.kill()
+    os.kill(hung.pid, signal.SIGSTOP)  # silent, its unit not replaced: it may come back
+    try:
+        assert any(b"shop:1.0.0:1@" in m for m in redis_client.smembers("_kombu.binding.celery.pidbox"))
+        workers.append(start_celery_worker(redis_server.url, ["orders"], new, concurrency=1))
+        resumed = run_module(
+            "queue_pause", _celery(redis_server, state="resumed", allow_missing_workers=True, reply_timeout=0.5)
+        )
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    assert not resumed.failed, resumed.msg
+    assert resumed["forgotten_workers"] == [old_node]
+    assert resumed["missing_workers"] == [other_slot]
+    assert redis_client.hget(PAUSED_KEY, "orders") == f'["{other_slot}"]'.encode()
+    back = run_module("queue_pause", _celery(redis_server, state="resumed"))
+    assert not back.failed and back["forgotten_workers"] == [] and back["missing_workers"] == [], back.msg
+    assert not redis_client.hexists(PAUSED_KEY, "orders")
+
+
 def test_celery_pause_while_a_restarted_worker_consumes_reports_what_live_workers_do(
     redis_server, redis_client, workers, host
 ):
