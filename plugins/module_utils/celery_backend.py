@@ -42,10 +42,12 @@ from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
 )
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import celery_settings
 from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
+    IDS_CAP,
     Selection,
     SourceReport,
     parse_time,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.routing import release_queue_facts
 
 KOMBU_SEPARATOR = "\x06\x16"  # between the fields of a binding, and before a queue's priority step
 UNACKED_KEY = "unacked"
@@ -190,6 +192,16 @@ def gone_nodes(client, silent: set[str], live: set[str] | frozenset[str] = froze
     return sorted(n for n in silent if n not in registered or _slot(n) in replaced)
 
 
+def bound_queues(client) -> set[str]:
+    """Every queue some exchange routes to: the last field of the members of kombu's binding sets
+    (``_kombu.binding.<exchange>``), which a worker or a producer declaring a queue adds."""
+    bound: set[str] = set()
+    for key in client.scan_iter(match=f"{_BINDING_PREFIX}*", count=1000):
+        for member in client.smembers(key):
+            bound.add(as_text(member).rsplit(KOMBU_SEPARATOR, 1)[-1])
+    return bound
+
+
 def unknown_queues(client, queues: list[str], consumed: set[str]) -> list[str]:
     """Those of ``queues`` no live worker consumes, with no message waiting, no pause record and no
     binding on the broker: names the broker has never seen."""
@@ -197,10 +209,7 @@ def unknown_queues(client, queues: list[str], consumed: set[str]) -> list[str]:
     if not candidates:
         return []
     records = paused_records(client, candidates)
-    bound: set[str] = set()
-    for key in client.scan_iter(match=f"{_BINDING_PREFIX}*", count=1000):
-        for member in client.smembers(key):
-            bound.add(as_text(member).rsplit(KOMBU_SEPARATOR, 1)[-1])
+    bound = bound_queues(client)
     depths = queue_depths(client, candidates)
     return [q for q in candidates if q not in records and q not in bound and not depths[q]]
 
@@ -503,6 +512,15 @@ def queue_facts(app, client, queues: list[str], workers: list[str] | None, timeo
             "paused": queue not in consumed,
             "paused_from": records.get(queue, []),
         }
+    releases, parked_warnings = release_queue_facts(
+        queues,
+        bound_queues(client),
+        lambda names: queue_depths(client, names),
+        lambda name: sum(1 for c in answered.values() if name in c),
+    )
+    for queue, found in releases.items():
+        facts[queue]["releases"] = found
+        facts[queue]["parked"] = sum(f["parked"] for f in found.values())
     listed = []
     for node, queues_of_node in sorted(answered.items()):
         recorded = any(node in r for r in records.values())
@@ -520,7 +538,7 @@ def queue_facts(app, client, queues: list[str], workers: list[str] | None, timeo
                 "release": identity.version if identity else None,
             }
         )
-    return {"queues": facts, "workers": listed, "warnings": backlog_warnings(facts)}
+    return {"queues": facts, "workers": listed, "warnings": backlog_warnings(facts) + parked_warnings}
 
 
 def backlog_warnings(facts: dict[str, dict[str, Any]]) -> list[str]:
@@ -639,6 +657,87 @@ def replay(
                 raise
             report.replayed += 1
             report.add_ids([task_id])
+    return report
+
+
+# --- moving what waits on one queue to another (task_requeue source=queue) ---
+#
+# A parked release queue (``<queue>@<version>``, see routing.py) is moved message by message from
+# its tail (the oldest; kombu pushes on the left and workers pop on the right), each one rerouted
+# to the target queue's binding so a later redelivery (a worker killed with it) lands there too.
+# The script moves a message only while it is still the tail: a worker that took it meanwhile wins.
+
+_MOVE_TAIL_LUA = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[i] then break end
+  redis.call('RPOP', KEYS[1])
+  redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+  moved = moved + 1
+end
+return moved
+"""
+MOVE_BATCH = 1000
+
+
+def _route_to(client, queue: str) -> tuple[str, str]:
+    """(exchange, routing key) that deliver to ``queue``: an existing binding, else the one Celery
+    declares for a queue it creates by name (a direct exchange and a routing key both named after
+    it), added as a producer's declare would."""
+    for key in client.scan_iter(match=f"{_BINDING_PREFIX}*", count=1000):
+        for member in client.smembers(key):
+            routing_key, _pattern, bound = as_text(member).split(KOMBU_SEPARATOR, 2)
+            if bound == queue:
+                return as_text(key)[len(_BINDING_PREFIX) :], routing_key
+    client.sadd(f"{_BINDING_PREFIX}{queue}", KOMBU_SEPARATOR.join((queue, "", queue)))
+    return queue, queue
+
+
+def _rerouted(raw: bytes, exchange: str, routing_key: str) -> tuple[str | bytes, str | None]:
+    """The message envelope with its delivery info pointing at the new queue, and its task id."""
+    try:
+        message = json.loads(raw)
+        properties = message.setdefault("properties", {})
+        properties["delivery_info"] = {"exchange": exchange, "routing_key": routing_key}
+    except (ValueError, AttributeError, TypeError):
+        return raw, None  # not a kombu envelope: moved as it is
+    task_id = (message.get("headers") or {}).get("id") or properties.get("correlation_id")
+    return json.dumps(message), as_text(task_id) if task_id else None
+
+
+def move_queue(
+    client, from_queue: str, to_queue: str, *, limit: int | None = None, check_mode: bool = False
+) -> SourceReport:
+    """Move what waits on ``from_queue`` (priority sub-lists included) to ``to_queue``, oldest first."""
+    report = SourceReport("queue")
+    suffixes = ["", *(f"{KOMBU_SEPARATOR}{n}" for n in range(1, 10))]
+    total = backlog(client, [from_queue])
+    report.candidates = report.selected = total if limit is None else min(total, limit)
+    left = report.selected
+    if check_mode:
+        for suffix in suffixes:
+            if left <= 0:
+                break
+            batch = client.lrange(from_queue + suffix, -min(left, IDS_CAP), -1)[::-1]
+            report.add_ids([i for i in (_rerouted(raw, to_queue, to_queue)[1] for raw in batch) if i])
+            left -= client.llen(from_queue + suffix)
+        report.replayed = report.selected
+        return report
+    exchange, routing_key = _route_to(client, to_queue)
+    move = client.register_script(_MOVE_TAIL_LUA)
+    for suffix in suffixes:
+        source, target = from_queue + suffix, to_queue + suffix
+        while left > 0:
+            batch = client.lrange(source, -min(left, MOVE_BATCH), -1)[::-1]  # oldest first
+            if not batch:
+                break
+            rerouted = [_rerouted(raw, exchange, routing_key) for raw in batch]
+            moved = move(
+                keys=[source, target], args=[x for raw, (new, _id) in zip(batch, rerouted) for x in (raw, new)]
+            )
+            report.replayed += moved
+            report.add_ids([task_id for _new, task_id in rerouted[:moved] if task_id])
+            left -= moved
     return report
 
 

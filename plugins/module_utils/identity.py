@@ -128,3 +128,37 @@ def release_spec_problem(option: str, spec: str | None, pool: str | None = None)
         f"{option} {spec!r} would match no worker: a version cannot contain ':' or '@' (worker names are "
         "<pool>:<version>:<index>); give the version and set pool, or a pattern such as 'orders:2.4.1:*'"
     )
+
+
+# Versioned routing: a release that introduces task types gets a queue of its own per pool queue,
+# ``<queue>@<version>`` (``orders@1.9.0``). Its workers consume it beside the pool's queues, and new
+# code sends the new task types there. When the release is rolled back, what waits on it stays
+# parked - no older worker consumes it - until a release that can run those tasks consumes it too,
+# or an operator moves it (task_requeue source=queue).
+RELEASE_QUEUE_SEPARATOR = "@"
+
+
+def release_queue(queue: str, version: str) -> str:
+    """The queue of release ``version`` for pool queue ``queue``: ``<queue>@<version>``."""
+    return f"{queue}{RELEASE_QUEUE_SEPARATOR}{validate_name(version, 'version')}"
+
+
+def parse_release_queue(name: str | bytes) -> tuple[str, str] | None:
+    """(pool queue, version) of a release queue name; None for a queue that is not one."""
+    base, separator, version = as_text(name).rpartition(RELEASE_QUEUE_SEPARATOR)
+    if not separator or not base:
+        return None
+    try:
+        return base, validate_name(version, "version")
+    except InvalidName:
+        return None
+
+
+def release_queues_of(queue: str, names) -> dict[str, str]:
+    """Of queue ``names``, the release queues of pool queue ``queue``: version -> queue name."""
+    found = {}
+    for name in names:
+        parsed = parse_release_queue(name)
+        if parsed and parsed[0] == queue:
+            found[parsed[1]] = as_text(name)
+    return dict(sorted(found.items(), key=lambda item: version_sort_key(item[0])))

@@ -53,6 +53,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.replay import (
     parse_time,
     task_name_from_description,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.routing import release_queue_facts
 
 QUEUES_KEY = "rq:queues"
 QUEUE_PREFIX = "rq:queue:"
@@ -631,8 +632,9 @@ def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
     queues = queues or known_queues(client)
     pause = suspension(client)
     states, now = worker_states(client), time.time()
-    workers = list_workers(client, queues)
-    gone = {w.name for w in workers if worker_gone_reason(states.get(w.name), now)}
+    every_worker = list_workers(client)
+    workers = [w for w in every_worker if set(w.queues) & set(queues)]
+    gone = {w.name for w in every_worker if worker_gone_reason(states.get(w.name), now)}
     unknown = set(unknown_queues(client, queues))
     running, left = split_in_flight(client, queues)  # one look at the workers for every queue
     facts, abandoned = {}, {}
@@ -652,6 +654,15 @@ def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
             "finished": counts["finished"],
             "paused": pause["suspended"],
         }
+    releases, parked_warnings = release_queue_facts(
+        queues,
+        known_queues(client),
+        lambda names: _depths(client, names),
+        lambda name: sum(1 for w in every_worker if name in w.queues and w.name not in gone),
+    )
+    for queue, found in releases.items():
+        facts[queue]["releases"] = found
+        facts[queue]["parked"] = sum(f["parked"] for f in found.values())
     listed = []
     for worker in workers:
         entry = worker.as_dict()
@@ -663,6 +674,7 @@ def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
         for queue, f in facts.items()
         if f["depth"] and not f["consumers"]
     ]
+    warnings += parked_warnings
     if pause["suspended"] and not any(worker_gone_reason(st, now) is None for st in states.values()):
         warnings.append(NO_WORKER_WHILE_SUSPENDED.format(db=_db_number(client)))
     return {
@@ -677,6 +689,14 @@ def queue_facts(client, queues: list[str] | None) -> dict[str, Any]:
 
 def known_queues(client) -> list[str]:
     return sorted(as_text(k)[len(QUEUE_PREFIX) :] for k in client.smembers(QUEUES_KEY))
+
+
+def _depths(client, queues: list[str]) -> dict[str, int]:
+    """Jobs waiting per queue, one pipelined LLEN each."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.llen(queue_key(queue))
+        return dict(zip(queues, (int(n) for n in pipe.execute())))
 
 
 # --- replay and health gate (task_requeue, rollout_check) ---

@@ -65,11 +65,18 @@ queues:
       a worker that did not answer, from the transport's C(unacked) hash), C(in_flight) (their sum), and
       C(paused_from), the workers a pause took the queue from. C(failed), C(scheduled) and C(deferred) are
       null (the broker does not keep them).
+    - C(releases), the release queues of that queue (versioned routing, C(<queue>@<version>)), by version, each
+      with C(queue) (its name), C(depth), C(consumers) and C(parked) (what waits with no live consumer, because
+      its release was rolled back or is not deployed and no other release consumes it). C(parked) is their sum.
+      A warning names each release queue with parked tasks; they run once a release that can run them consumes
+      the queue, or after M(queueops.rollback.task_requeue) with C(source=queue) moves them. RQ finds release queues
+      in C(rq:queues), Celery in kombu's bindings (a producer declares the queue before it sends).
   returned: always
   type: dict
   sample:
     orders: {"exists": true, "depth": 3, "in_flight": 1, "consumers": 2, "failed": 0, "scheduled": 0,
-             "deferred": 0, "finished": 7, "paused": false}
+             "deferred": 0, "finished": 7, "paused": false, "parked": 12,
+             "releases": {"1.9.0": {"queue": "orders@1.9.0", "depth": 12, "consumers": 0, "parked": 12}}}
 abandoned:
   description:
     - RQ. Queue name to the jobs left in its started registry by workers that are gone (killed; worker hash

@@ -35,8 +35,8 @@ description:
     waited for, because every deploy restarts workers and the release is part of their node names. It has
     stopped when it does not answer and either its remote-control mailbox C(<node>.celery.pidbox) is gone from
     the broker (as after a warm shutdown) or its unit on that host answers as another release (node
-    C(<pool>:<other version>:<index>@<host>)): a worker that stops while Redis is away, in a failover or a
-    restart, cannot remove its mailbox. RV(paused) and the diff always come from what the live workers consume.
+    C(<pool>:<other version>:<index>@<host>)), because a worker that stops while Redis is away, in a failover or
+    a restart, cannot remove its mailbox. RV(paused) and the diff always come from what the live workers consume.
   - A queue nobody knows (RQ, no jobs, no registries and no worker; Celery, no live consumer, no message,
     no binding and no pause record) is refused, since it is most often a typo; see O(allow_unknown_queues).
 extends_documentation_fragment:

@@ -44,7 +44,12 @@ options:
         maintenance failed for the same reasons (C(Job was stuck in intermediate queue), C(AbandonedJobError));
         their task never ran to a failure, their worker went away. Celery needs no such step; with C(acks_late) the
         broker redelivers the tasks of a killed worker by itself.
-      - V(queue) (RQ only) moves everything waiting on O(from_queue) to O(to_queue).
+      - V(queue) moves everything waiting on O(from_queue) to O(to_queue), oldest first (at most O(limit)),
+        for example the tasks parked on the queue of a release that was rolled back (C(<queue>@<version>),
+        see C(releases) in M(queueops.rollback.queue_info)) to the queue of the fixed release. RQ moves job ids
+        and sets each job's C(origin). Celery moves the messages (priority sub-lists to the same priority),
+        each pointed at the target queue's binding (declared, as a producer would, when it has none) so a
+        redelivery lands there too; a message a worker takes meanwhile stays with that worker.
     type: str
     default: failed
     choices: [failed, abandoned, queue]
@@ -118,7 +123,9 @@ notes:
     +sadd +lpush +xadd %R~celery-task-meta-* ~queueops:replayed:* ~_kombu.binding.<queue> ~<queue>*
     ~queueops:events). C(<queue>) stands for each queue tasks are published to (O(to_queue), or the queues of the
     failed tasks); C(queueops:replayed:*) are the replay markers. With O(broker_url), the publishing part (C(+multi
-    +exec +llen +sadd +lpush) on C(_kombu.binding.<queue>) and C(<queue>*)) is needed there."
+    +exec +llen +sadd +lpush) on C(_kombu.binding.<queue>) and C(<queue>*)) is needed there. O(source=queue)
+    needs C(+scan +smembers +sadd +llen +lrange +lindex +rpop +lpush +script|load +evalsha +xadd ~_kombu.binding.*
+    ~<from_queue>* ~<to_queue>* ~queueops:events)."
 seealso:
   - module: queueops.rollback.rollout_check
 """
@@ -154,6 +161,14 @@ EXAMPLES = r"""
     source: queue
     from_queue: orders-v2
     to_queue: orders
+
+- name: Hand the tasks parked on the queue of the rolled-back 1.9.0 to the fixed 1.9.1
+  queueops.rollback.task_requeue:
+    backend: celery
+    source: queue
+    from_queue: orders@1.9.0
+    to_queue: orders@1.9.1
+    redis_url: "{{ celery_redis_url }}"
 """
 
 RETURN = r"""
@@ -217,10 +232,10 @@ OPTIONS: dict[str, dict[str, Any]] = {
 def _problem(params: dict[str, Any]) -> str | None:
     """What makes this combination of options unusable, in words."""
     backend, source = params["backend"], params["source"]
-    if backend == "celery" and source != "failed":
+    if backend == "celery" and source == "abandoned":
         return (
-            f"source={source} is RQ only: Celery keeps no started registry (with acks_late the broker "
-            "redelivers a killed worker's tasks itself) and its queues are moved by the broker"
+            "source=abandoned is RQ only: Celery keeps no started registry (with acks_late the broker "
+            "redelivers a killed worker's tasks itself)"
         )
     if source == "queue":
         if not params["from_queue"] or not params["to_queue"]:
@@ -246,6 +261,10 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             from_queue=params["from_queue"],
             heartbeat_timeout=params["heartbeat_timeout"],
             check_mode=module.check_mode,
+        )
+    if params["source"] == "queue":
+        return celery_backend.move_queue(
+            client, params["from_queue"], params["to_queue"], limit=params["limit"], check_mode=module.check_mode
         )
     require_celery(module)
     app = celery_backend.make_app(params)

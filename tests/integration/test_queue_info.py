@@ -40,6 +40,8 @@ def test_rq_facts_show_depth_in_flight_failed_paused_and_worker_release(redis_se
         "deferred": 0,
         "finished": 0,
         "paused": True,
+        "releases": {},
+        "parked": 0,
     }
     assert info["suspended"] is True and 0 < info["suspension_ttl"] <= 60
     (w,) = info["workers"]
