@@ -4,7 +4,8 @@ run as real RQ and Celery workers against a real redis-server.
 
 1.0.0 and 1.1.0 finish every task (1.1.0 only once SAMPLEAPP_GREETING is set), 1.2.0 fails exactly
 the tokens with crc32(token) % 3 == 0 (and a good release replays them), 1.3.0 exits at start, and
-1.8.0 fails those tokens only on its new path, which the pool's feature gate opens for a share of keys.
+1.8.0 fails those tokens only on its new path, which the pool's feature gate opens for a share of keys,
+and 1.9.1 sends and runs the task type totals on its own queue, which an older release cannot run.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ POOL = "orders"
 QUEUE = "default"
 GREETING = "hello from 1.1.0"
 BACKENDS = ["rq", "celery"]
-TESTED = ("1.0.0", "1.1.0", "1.2.0", "1.3.0", "1.8.0")  # the fleets' other releases repeat these under new numbers
+TESTED = (
+    "1.0.0",
+    "1.1.0",
+    "1.2.0",
+    "1.3.0",
+    "1.8.0",
+    "1.9.1",
+)  # the fleets' other releases repeat these under new numbers
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +72,40 @@ def worker_name(version: str, index: int = 1) -> str:
     return f"{POOL}:{version}:{index}"
 
 
-def start(backend: str, redis_url: str, release: Path, version: str, env: dict[str, str] | None = None):
+def start(
+    backend: str,
+    redis_url: str,
+    release: Path,
+    version: str,
+    env: dict[str, str] | None = None,
+    queues: list[str] | None = None,
+):
     """The release's own entry point as its systemd unit runs it; the app comes from the venv only."""
     common = {"venv": release / "venv", "app_path": None, "command": program(release, backend), "env": env}
     if backend == "rq":
-        return start_rq_worker(redis_url, [QUEUE], worker_name(version), **common)
-    return start_celery_worker(redis_url, [QUEUE], worker_name(version), **common)
+        return start_rq_worker(redis_url, queues or [QUEUE], worker_name(version), **common)
+    return start_celery_worker(redis_url, queues or [QUEUE], worker_name(version), **common)
 
 
 def expected_worker(backend: str, version: str) -> str:
     return worker_name(version) if backend == "rq" else f"{worker_name(version)}@{socket.gethostname()}"
 
 
-def enqueue(backend: str, redis_server, redis_client, tokens: list[str]) -> None:
+def enqueue(
+    backend: str, redis_server, redis_client, tokens: list[str], queue: str = QUEUE, task: str = "work"
+) -> None:
     if backend == "rq":
         from rq import Queue
 
-        queue = Queue(QUEUE, connection=redis_client)
+        rq_queue = Queue(queue, connection=redis_client)
         for token in tokens:
-            queue.enqueue("sampleapp.tasks.work", token)
+            rq_queue.enqueue(f"sampleapp.tasks.{task}", token)
     else:
         from celery import Celery
 
         app = Celery(broker=redis_server.url)
         for token in tokens:
-            app.send_task("sampleapp.work", args=[token], queue=QUEUE)
+            app.send_task(f"sampleapp.{task}", args=[token], queue=queue)
         app.close()
 
 
@@ -123,7 +140,7 @@ def start_to_exit(backend: str, redis_url: str, release: Path, version: str, env
     )
 
 
-BAD_RELEASES = {"1.2.0", "1.2.1", "1.7.0"}  # fail a share of their tasks (sample_wheels.py)
+BAD_RELEASES = {"1.2.0", "1.2.1", "1.7.0", "1.9.0"}  # fail a share of their tasks (sample_wheels.py)
 
 
 def tokens_for(backend: str, version: str, n: int = 9) -> list[str]:
@@ -153,6 +170,7 @@ def test_each_wheel_is_complete_and_says_which_release_it_is(wheelhouse):
             assert f"VERSION = {version!r}" in release_py
             assert f"FAIL_EVERY = {release.fail_every}" in release_py
             assert release.fail_every == (3 if version in BAD_RELEASES else 0)
+            assert f"TASKS: tuple[str, ...] = {release.tasks!r}" in release_py
 
 
 def test_wheels_are_reproducible_and_the_wheelhouse_is_reused(wheelhouse, tmp_path):
@@ -277,3 +295,44 @@ def test_1_8_0_takes_its_failing_new_path_only_for_the_keys_its_open_gate_picks(
     assert failed  # some of the new path's tasks failed, and ran again on the old path
     assert ledger.done_counts() == dict.fromkeys(tokens, 1)
     assert ledger.lost() == set()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_1_9_1_sends_and_runs_totals_on_its_own_queue_which_an_older_release_cannot_run(
+    backend, releases, redis_server, redis_client, ledger
+):
+    routed = subprocess.run(
+        [
+            str(releases["1.9.1"] / "venv" / "bin" / "python"),
+            "-c",
+            "from sampleapp import routing; print(routing.queue_for('totals', 'q'), routing.queue_for('work', 'q'))",
+        ],
+        env={"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    own = f"{QUEUE}@1.9.1"
+    assert routed.stdout.split() == ["q@1.9.1", "q"]
+    env = {"SAMPLEAPP_GREETING": GREETING}
+    refused, ran = tokens_for(backend, "1.8.0-totals", 4), tokens_for(backend, "1.9.1-totals", 8)
+    older = start(backend, redis_server.url, releases["1.8.0"], "1.8.0", env=env, queues=[QUEUE, own])
+    try:  # handed a totals task, a release without it records the start and fails it
+        ledger.note_enqueued(*refused)
+        enqueue(backend, redis_server, redis_client, refused, queue=own, task="totals")
+        assert wait_until(lambda: set(ledger.failed_counts()) == set(refused), timeout=30), ledger.failed_counts()
+    finally:
+        stop(older)
+    worker = start(backend, redis_server.url, releases["1.9.1"], "1.9.1", env=env, queues=[QUEUE, own])
+    try:
+        ledger.note_enqueued(*ran)
+        enqueue(backend, redis_server, redis_client, ran, queue=own, task="totals")
+        assert wait_until(lambda: set(ledger.done_counts()) == set(ran), timeout=30), ledger.done_counts()
+    finally:
+        stop(worker)
+    starts = {s["token"]: s for s in ledger.starts()}
+    assert {(starts[t]["release"], starts[t]["task"], starts[t]["queue"]) for t in refused} == {
+        ("1.8.0", "totals", own)
+    }
+    assert {(starts[t]["release"], starts[t]["task"], starts[t]["queue"]) for t in ran} == {("1.9.1", "totals", own)}
+    assert ledger.done_counts() == dict.fromkeys(ran, 1)

@@ -9,7 +9,9 @@ job's (task's) id too, so a lost or duplicated one can be looked up in the broke
         [--sentinels 10.0.0.5:26379,10.0.0.6:26379 --sentinel-service shop-redis]
 
 It stops when ``--max`` tokens were enqueued, or when the key ``queueops:loadgen:stop`` exists,
-and keeps the count it reached in ``queueops:loadgen:count``. While Redis is away (restarted, failed
+and keeps the count it reached in ``queueops:loadgen:count`` (``queueops:loadgen:<name>:stop`` and
+``...:count`` for a second one started with ``--name``). ``--task totals`` sends the task type
+release 1.9.0 introduced (the sample app's routing.py) instead of ``work``. While Redis is away (restarted, failed
 over) it waits and sends again, as a producer with a retry policy does, for up to ``--outage`` s.
 """
 
@@ -29,6 +31,11 @@ STOP_KEY = "queueops:loadgen:stop"
 COUNT_KEY = "queueops:loadgen:count"
 
 
+def keys(name: str = "") -> tuple[str, str]:
+    """(stop key, count key) of the load generator called ``name`` (the main one: no name)."""
+    return (f"queueops:loadgen:{name}:stop", f"queueops:loadgen:{name}:count") if name else (STOP_KEY, COUNT_KEY)
+
+
 def connect(url: str, sentinels: list[str] | None = None, service: str | None = None) -> redis.Redis:
     """The producer's client: the URL's Redis, or the master the Sentinels name (asked again on each
     new connection, so a failover is followed)."""
@@ -41,7 +48,7 @@ def connect(url: str, sentinels: list[str] | None = None, service: str | None = 
     return Sentinel(addresses, socket_timeout=5).master_for(service, socket_timeout=5, db=db)
 
 
-def _sender(backend: str, url: str, sentinels: list[str] | None = None, service: str | None = None):
+def _sender(backend: str, url: str, sentinels: list[str] | None = None, service: str | None = None, task: str = "work"):
     if backend == "rq":
         from rq import Queue
 
@@ -51,7 +58,7 @@ def _sender(backend: str, url: str, sentinels: list[str] | None = None, service:
         def send(queue: str, token: str) -> None:
             if queue not in queues:
                 queues[queue] = Queue(queue, connection=connection)
-            queues[queue].enqueue("sampleapp.tasks.work", token, job_id=token, result_ttl=3600, failure_ttl=86400)
+            queues[queue].enqueue(f"sampleapp.tasks.{task}", token, job_id=token, result_ttl=3600, failure_ttl=86400)
 
         return send
     from celery import Celery
@@ -64,7 +71,7 @@ def _sender(backend: str, url: str, sentinels: list[str] | None = None, service:
     app.conf.update(task_serializer="json", accept_content=["json"], broker_transport_options=transport)
 
     def send(queue: str, token: str) -> None:
-        app.send_task("sampleapp.work", args=[token], queue=queue, task_id=token)
+        app.send_task(f"sampleapp.{task}", args=[token], queue=queue, task_id=token)
 
     return send
 
@@ -103,34 +110,37 @@ def run(
     outage: float = 60,
     sentinels: list[str] | None = None,
     service: str | None = None,
+    task: str = "work",
+    name: str = "",
 ) -> int:
     client = connect(url, sentinels, service)
-    client.delete(STOP_KEY)
-    send, again = _sender(backend, url, sentinels, service), _retrying(outage)
+    stop_key, count_key = keys(name)
+    client.delete(stop_key)
+    send, again = _sender(backend, url, sentinels, service, task), _retrying(outage)
     interval = 1.0 / rate
     started = time.monotonic()
     count = 0
     for count, queue in zip(range(1, maximum + 1), itertools.cycle(queues)):
-        if again(client.exists, STOP_KEY):
+        if again(client.exists, stop_key):
             count -= 1
             break
         token = f"{prefix}-{count}-{uuid.uuid4().hex[:8]}"
         again(client.sadd, ENQUEUED, token)
         again(send, queue, token)
-        again(client.set, COUNT_KEY, count)
+        again(client.set, count_key, count)
         delay = started + count * interval - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-    again(client.set, COUNT_KEY, count)
+    again(client.set, count_key, count)
     return count
 
 
-def wait(url: str, log: str | None, timeout: float = 20.0) -> int:
+def wait(url: str, log: str | None, timeout: float = 20.0, name: str = "") -> int:
     """Until the count of a running load generator grows; else say why, with its log."""
     client = redis.Redis.from_url(url)
     deadline, first = time.monotonic() + timeout, None
     while time.monotonic() < deadline:
-        count = int(client.get(COUNT_KEY) or 0)
+        count = int(client.get(keys(name)[1]) or 0)
         if first is None and count:
             first = count
         elif first is not None and count > first:
@@ -154,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         waiter = argparse.ArgumentParser(prog="loadgen wait", description="wait until a load generator enqueues")
         waiter.add_argument("--redis-url", required=True)
         waiter.add_argument("--log")
+        waiter.add_argument("--name", default="")
         options = waiter.parse_args(argv[1:])
-        return wait(options.redis_url, options.log)
+        return wait(options.redis_url, options.log, name=options.name)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["rq", "celery"], required=True)
     parser.add_argument("--redis-url", required=True)
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=60.0, help="seconds to wait for Redis to come back")
     parser.add_argument("--sentinels", help="host:port,...: reach the master of --sentinel-service through these")
     parser.add_argument("--sentinel-service", help="the master set's name (the database is --redis-url's)")
+    parser.add_argument("--task", choices=["work", "totals"], default="work", help="the task type to send")
+    parser.add_argument("--name", default="", help="a second load generator's own stop and count keys")
     args = parser.parse_args(argv)
     if bool(args.sentinels) != bool(args.sentinel_service):
         parser.error("--sentinels and --sentinel-service go together")
@@ -180,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         args.outage,
         sentinels,
         args.sentinel_service,
+        args.task,
+        args.name,
     )
     print(f"enqueued {count} task(s)")
     return 0

@@ -13,6 +13,9 @@ tests/fixtures/app/sampleapp with its own ``release.py``:
   more releases than these four (a release marked failed is never a target again).
 - 1.8.0 good on its old code path; its new path, behind the feature gate ``new_totals``, fails like
   1.2.0 (the tokens with ``crc32(token) % 3 == 0``): a bad change a gate flip takes back.
+- 1.9.0 bad like 1.2.0, and it introduces the task type ``totals``, which new code sends to the
+  release's own queue ``<queue>@1.9.0``; 1.9.1 good, runs ``totals`` too: the fix that takes over
+  what waits on ``<queue>@1.9.0`` once 1.9.0 was rolled back (versioned routing).
 
 The wheels are reproducible (fixed timestamps and modes, sorted members): the same sources give
 the same bytes, so a release's identity (the wheelhouse listing it was built from) is stable.
@@ -33,6 +36,7 @@ PACKAGE = SAMPLE_APP / NAME
 TAG = "py3-none-any"
 GREETING = "SAMPLEAPP_GREETING"
 NEW_TOTALS = "new_totals"  # the feature gate of 1.8.0's new code path
+TOTALS = "totals"  # the task type 1.9.0 introduces (versioned routing)
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip member can carry
 
 
@@ -44,6 +48,7 @@ class SampleRelease:
     required_env: tuple[str, ...] = ()
     startup_imports: tuple[str, ...] = ()
     gates: tuple[tuple[str, int], ...] = ()  # gate -> fail_every of its new path
+    tasks: tuple[str, ...] = ()  # task types beyond work (sampleapp/routing.py)
 
     @property
     def wheel_name(self) -> str:
@@ -58,6 +63,7 @@ class SampleRelease:
             f"REQUIRED_ENV: tuple[str, ...] = {self.required_env!r}\n"
             f"STARTUP_IMPORTS: tuple[str, ...] = {self.startup_imports!r}\n"
             f"GATES: dict[str, int] = {dict(self.gates)!r}\n"
+            f"TASKS: tuple[str, ...] = {self.tasks!r}\n"
         )
 
 
@@ -84,6 +90,19 @@ RELEASES: dict[str, SampleRelease] = {
             f"good; its new path behind the gate {NEW_TOTALS} fails like 1.2.0; reads SAMPLEAPP_GREETING",
             required_env=(GREETING,),
             gates=((NEW_TOTALS, 3),),
+        ),
+        SampleRelease(
+            "1.9.0",
+            f"bad like 1.2.0; introduces the task type {TOTALS}, sent to its own queue <queue>@1.9.0",
+            fail_every=3,
+            required_env=(GREETING,),
+            tasks=(TOTALS,),
+        ),
+        SampleRelease(
+            "1.9.1",
+            f"good; runs {TOTALS} (sent to <queue>@1.9.1) and takes what waits on <queue>@1.9.0",
+            required_env=(GREETING,),
+            tasks=(TOTALS,),
         ),
     )
 }
