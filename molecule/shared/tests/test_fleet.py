@@ -26,10 +26,11 @@ POOL = "shop"
 # Where the scenario's cases leave the fleet, and the marks they leave (the verifier env of a scenario
 # such as faults/molecule/faults-rq says its own). molecule/<backend>: case 5 deploys 1.4.0, cases 6
 # and 7 roll the fleet back to it; case 1 is marked twice (idempotence), case 7 on the RQ fleet only;
-# case 8 rolls 1.8.0 back to 1.4.0 on the RQ fleet and keeps it, its feature gate closed, on the Celery one.
-FINAL_RELEASE = os.environ.get("FLEET_FINAL_RELEASE", "1.8.0" if SCENARIO == "celery" else "1.4.0")
+# case 8 rolls 1.8.0 back to 1.4.0 on the RQ fleet and keeps it, its feature gate closed, on the Celery one;
+# case 10 rolls 1.9.0 back, then deploys its fix 1.9.1 on both.
+FINAL_RELEASE = os.environ.get("FLEET_FINAL_RELEASE", "1.9.1")
 DRILL = os.environ.get("FLEET_DRILL", "1" if SCENARIO == "rq" else "0") == "1"  # fleet_drill in group_vars
-CASES = os.environ.get("FLEET_CASES", "1,1,2,3,4,5,6" + (",7" if DRILL else "") + ",8,9").split(",")
+CASES = os.environ.get("FLEET_CASES", "1,1,2,3,4,5,6" + (",7" if DRILL else "") + ",8,9,10").split(",")
 ENQUEUED, DONE, FAILED = "queueops:ledger:enqueued", "queueops:ledger:done", "queueops:ledger:failed"
 MARKS = fleet_marks.MARKS
 
