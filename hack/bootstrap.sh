@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 top=$PWD
 ansible_wheel_version=12.3.0            # the `ansible` release that ships ansible-core 2.19
 wanted_collections=(containers/podman)  # only what the tests use
-apt_packages=(podman runc debootstrap redis-server python3-venv git openssh-client chromium)
+apt_packages=(podman runc debootstrap redis-server postgresql python3-venv git openssh-client chromium)
 # openssh-client: Molecule reaches its hosts over SSH; chromium: the drill report's page is opened headless
+# postgresql: the transactional task's tests run a real PostgreSQL server (its binaries only; no cluster is used)
 
 say() { printf '  %-12s %s\n' "$1" "$2"; }
 

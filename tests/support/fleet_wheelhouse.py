@@ -1,4 +1,4 @@
-"""The fleet's wheelhouse: the sample app's four releases, RQ and Celery with every dependency.
+"""The fleet's wheelhouse: the sample app's releases, RQ, Celery and psycopg with every dependency.
 
 ``.cache/wheelhouse/fleet/`` is what the deploy roles copy to the worker hosts and install each
 release's virtualenv from with no index::
@@ -32,6 +32,9 @@ from .wheelhouse import WHEELHOUSES
 
 FLEET = WHEELHOUSES / "fleet"
 FRAMEWORKS = ["rq==2.12.0", "celery[redis]==5.5.3"]
+# The sample app's extra "postgres" (its transactional task, sampleapp/store.py), which the faults
+# fleets install.
+POSTGRES = ["psycopg[binary]==3.3.9"]
 # Wheels the worker hosts need although the controller does not: Debian bookworm's Python is
 # 3.11.2, and redis-py needs async-timeout below 3.11.3.
 HOST_ONLY = ["async-timeout==5.0.1"]
@@ -55,7 +58,7 @@ def fleet_wheelhouse(path: Path = FLEET) -> Path:
 def _dependencies_digest() -> str:
     python = f"{sys.implementation.name}{sys.version_info.major}{sys.version_info.minor}"
     return hashlib.sha256(
-        "\n".join([python, *sorted(FRAMEWORKS + HOST_ONLY)]).encode() + b"\0" + CONSTRAINTS.read_bytes()
+        "\n".join([python, *sorted(FRAMEWORKS + POSTGRES + HOST_ONLY)]).encode() + b"\0" + CONSTRAINTS.read_bytes()
     ).hexdigest()
 
 
@@ -99,6 +102,7 @@ def _build_dependencies(path: Path) -> None:
                 "-c",
                 str(CONSTRAINTS),
                 *FRAMEWORKS,
+                *POSTGRES,
                 *HOST_ONLY,
             ],
             stdout=subprocess.DEVNULL,

@@ -132,6 +132,8 @@ def _metadata(release: SampleRelease) -> str:
         'Requires-Dist: rq>=2; extra == "rq"\n'
         "Provides-Extra: celery\n"
         'Requires-Dist: celery[redis]>=5.5; extra == "celery"\n'
+        "Provides-Extra: postgres\n"
+        'Requires-Dist: psycopg[binary]>=3.1; extra == "postgres"\n'
     )
 
 
