@@ -55,7 +55,7 @@ molecule: setup
 faults: setup
 	@mkdir -p .cache/test-logs; rm -f .cache/test-logs/fleet-faults-*; start=$$SECONDS; \
 	MOLECULE_GLOB='faults/molecule/*/molecule.yml' NO_COLOR=1 molecule test --all 2>&1 | tee .cache/test-logs/faults.log; \
-	rc=$${PIPESTATUS[0]}; cat .cache/test-logs/fleet-faults-*-cases.txt 2>/dev/null; \
+	rc=$${PIPESTATUS[0]}; cat .cache/test-logs/fleet-faults-*-cases.txt .cache/test-logs/fleet-faults-*-transfers.txt 2>/dev/null; \
 	[ $$rc = 0 ] || python -m tests.support.failed_tasks .cache/test-logs/faults.log; \
 	echo "make faults: $$([ $$rc = 0 ] && echo ok || echo FAILED) in $$((SECONDS - start)) s"; exit $$rc
 

@@ -11,7 +11,8 @@ job's (task's) id too, so a lost or duplicated one can be looked up in the broke
 It stops when ``--max`` tokens were enqueued, or when the key ``queueops:loadgen:stop`` exists,
 and keeps the count it reached in ``queueops:loadgen:count`` (``queueops:loadgen:<name>:stop`` and
 ``...:count`` for a second one started with ``--name``). ``--task totals`` sends the task type
-release 1.9.0 introduced (the sample app's routing.py) instead of ``work``. While Redis is away (restarted, failed
+release 1.9.0 introduced (the sample app's routing.py) instead of ``work``; ``--task transfer``, the
+transactional task (its store.py). While Redis is away (restarted, failed
 over) it waits and sends again, as a producer with a retry policy does, for up to ``--outage`` s.
 """
 
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outage", type=float, default=60.0, help="seconds to wait for Redis to come back")
     parser.add_argument("--sentinels", help="host:port,...: reach the master of --sentinel-service through these")
     parser.add_argument("--sentinel-service", help="the master set's name (the database is --redis-url's)")
-    parser.add_argument("--task", choices=["work", "totals"], default="work", help="the task type to send")
+    parser.add_argument("--task", choices=["work", "totals", "transfer"], default="work", help="the task type to send")
     parser.add_argument("--name", default="", help="a second load generator's own stop and count keys")
     args = parser.parse_args(argv)
     if bool(args.sentinels) != bool(args.sentinel_service):

@@ -9,6 +9,8 @@ The Molecule fleets use it to kill a worker in the middle of a task (case 5):
     1
 
 ``runs`` waits until the task finished once (at most ``--timeout``) and prints how often it did.
+``--task transfer`` sends the transactional task (the sample app's store.py), whose seconds pass
+inside its transaction: a kill then leaves nothing written. The token is the job's (task's) id.
 
 The token goes into the ledger's enqueued set first, like every load generator token, so the
 verifier counts it: it must finish exactly as often as the framework's delivery allows.
@@ -29,19 +31,19 @@ STARTS = "queueops:ledger:starts"
 DONE = "queueops:ledger:done"
 
 
-def enqueue(backend: str, url: str, queue: str, token: str, seconds: float) -> None:
+def enqueue(backend: str, url: str, queue: str, token: str, seconds: float, task: str = "work") -> None:
     if backend == "rq":
         from rq import Queue
 
         Queue(queue, connection=redis.Redis.from_url(url)).enqueue(
-            "sampleapp.tasks.work", token, seconds, result_ttl=3600, failure_ttl=86400, job_timeout=600
+            f"sampleapp.tasks.{task}", token, seconds, job_id=token, result_ttl=3600, failure_ttl=86400, job_timeout=600
         )
         return
     from celery import Celery
 
     app = Celery("slow_task", broker=url, set_as_current=False)
     app.conf.update(task_serializer="json", accept_content=["json"])
-    app.send_task("sampleapp.work", args=[token, seconds], queue=queue)
+    app.send_task(f"sampleapp.{task}", args=[token, seconds], queue=queue, task_id=token)
 
 
 def started(client: redis.Redis, token: str, after: int) -> dict | None:
@@ -55,7 +57,7 @@ def started(client: redis.Redis, token: str, after: int) -> dict | None:
 def start(args: argparse.Namespace, client: redis.Redis) -> int:
     before = client.llen(STARTS)
     client.sadd(ENQUEUED, args.token)
-    enqueue(args.backend, args.redis_url, args.queue, args.token, args.seconds)
+    enqueue(args.backend, args.redis_url, args.queue, args.token, args.seconds, args.task)
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         entry = started(client, args.token, before)
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     start_parser.add_argument("--backend", choices=["rq", "celery"], required=True)
     start_parser.add_argument("--queue", required=True)
     start_parser.add_argument("--seconds", type=float, default=6.0)
+    start_parser.add_argument(
+        "--task", choices=["work", "transfer"], default="work", help="transfer: the seconds are inside its transaction"
+    )
     runs_parser = commands.add_parser("runs", help="wait until it finished, print how many times it did")
     for sub in (start_parser, runs_parser):
         sub.add_argument("--redis-url", required=True)
