@@ -6,13 +6,18 @@ PostgreSQL holds (the sample app's store.py). The faults fleets use it:
     0
     python -m tests.support.transfers audit --dsn ... --redis-url redis://10.0.0.2:6379/0 --prefix transfer
     {"enqueued": 412, "finished": 412, "lost": 0, "run_twice": 61, "applied": 412, "applied_twice": 0, ...}
+    python -m tests.support.transfers watch --dsn ... --redis-url ... --prefix transfer --out watch.json
 
 ``init`` creates the tables (waiting up to ``--timeout`` s for the server); ``visible`` prints how
 many rows of one task id another session sees (its marker and its journal rows); ``audit`` counts,
 for the tokens ``<prefix>-...``, ``enqueued``, ``finished``, ``lost`` and
 ``run_twice`` (started more than once: a redelivery, a replay) from the ledger, and ``applied``,
 ``applied_twice``, ``partial`` and ``claimed_empty`` from the database, and
-``finished_not_applied`` / ``applied_not_finished`` (the two sets must be equal).
+``finished_not_applied`` / ``applied_not_finished`` (the two sets must be equal). ``watch`` reads
+the database as another session does, every ``--every`` s, while the tasks run, until the key
+``queueops:transfers:watch:stop`` exists; then it writes ``{"polls", "partial_max",
+"applied_twice_max"}`` to ``--out``: a partial write any of its reads saw counts, not only one left
+at the end.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from .paths import SAMPLE_APP
 
 sys.path.insert(0, str(SAMPLE_APP))
 from sampleapp import store  # the app's own schema and audit, from source
+
+WATCH_STOP = "queueops:transfers:watch:stop"
 
 
 def init(dsn: str, timeout: float) -> int:
@@ -80,6 +87,31 @@ def audit(dsn: str, client: redis.Redis, prefix: str) -> dict:
     }
 
 
+def _stopped(client: redis.Redis) -> bool:
+    """Whether the stop key is there; while Redis is away (restarted, failing over), not yet."""
+    try:
+        return bool(client.exists(WATCH_STOP))
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+
+
+def watch(dsn: str, client: redis.Redis, prefix: str, out: str, every: float) -> int:
+    client.delete(WATCH_STOP)
+    polls = partial_max = twice_max = 0
+    with store.connect(dsn) as conn:
+        while not _stopped(client):
+            books = store.audit(conn, f"{prefix}-")
+            polls += 1
+            partial_max = max(partial_max, books["partial"] + books["claimed_empty"])
+            twice_max = max(twice_max, books["applied_twice"])
+            time.sleep(every)
+    result = {"polls": polls, "partial_max": partial_max, "applied_twice_max": twice_max}
+    with open(out, "w", encoding="utf-8") as handle:
+        json.dump(result, handle, sort_keys=True)
+    print(json.dumps(result, sort_keys=True))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -88,9 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     visible_parser = commands.add_parser("visible", help="rows of one task id another session sees")
     visible_parser.add_argument("--token", required=True)
     audit_parser = commands.add_parser("audit", help="the ledger beside the database, as JSON")
-    audit_parser.add_argument("--redis-url", required=True)
-    audit_parser.add_argument("--prefix", required=True)
-    for sub in (init_parser, visible_parser, audit_parser):
+    watch_parser = commands.add_parser("watch", help="read the database while the tasks run, until told to stop")
+    watch_parser.add_argument("--out", required=True)
+    watch_parser.add_argument("--every", type=float, default=0.5)
+    for sub in (audit_parser, watch_parser):
+        sub.add_argument("--redis-url", required=True)
+        sub.add_argument("--prefix", required=True)
+    for sub in (init_parser, visible_parser, audit_parser, watch_parser):
         sub.add_argument("--dsn", required=True)
     args = parser.parse_args(argv)
     if args.command == "init":
@@ -99,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(visible(args.dsn, args.token))
         return 0
     client = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    if args.command == "watch":
+        return watch(args.dsn, client, args.prefix, args.out, args.every)
     print(json.dumps(audit(args.dsn, client, args.prefix), sort_keys=True))
     return 0
 
