@@ -85,6 +85,27 @@ def test_rq_worker_killed_mid_job_shows_gone_and_its_job_abandoned(redis_server,
     assert info["queues"]["orders"]["in_flight"] == 0 and info["queues"]["orders"]["consumers"] == 0
 
 
+def test_rq_worker_named_on_every_connection_stays_live_after_redis_dropped_them(redis_server, redis_client, workers):
+    # RQ names only the connection it registered on; after a restart or a failover of Redis it opens
+    # nameless ones, and the liveness rule (a connection named after the worker) calls it gone. The
+    # worker_release unit puts client_name in the URL (the Sentinel settings module, in its
+    # connection options), so that every connection the worker opens carries its name.
+    named, plain = "orders:2.4.1:1", "orders:2.4.1:2"
+    workers.append(start_rq_worker(f"{redis_server.url}?client_name={named}", ["orders"], named))
+    workers.append(start_rq_worker(redis_server.url, ["orders"], plain))
+    for kind in ("normal", "pubsub"):  # what a restart does to every connection
+        redis_client.client_kill_filter(_type=kind, skipme=True)
+    assert wait_until(
+        lambda: sum(1 for e in redis_client.client_list() if e.get("cmd") == "blmove") == 2, timeout=20
+    ), "both workers wait in their dequeue again"
+
+    info = run_module("queue_info", {"backend": "rq", "queues": ["orders"], "redis_url": redis_server.url})
+
+    assert not info.failed, info.msg
+    assert {w["name"]: w["state"] for w in info["workers"]} == {named: "idle", plain: "gone"}
+    assert info["queues"]["orders"]["consumers"] == 1
+
+
 def test_rq_unknown_queue_backlog_without_consumers_and_suspension_without_workers(redis_server, redis_client):
     from rq import Queue
 
