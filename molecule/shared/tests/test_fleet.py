@@ -22,6 +22,7 @@ from tests.support import fleet_marks  # the checkout's test support, once its p
 testinfra_hosts = ["ansible://workers"]
 
 SCENARIO = os.environ.get("MOLECULE_SCENARIO_NAME", "rq")
+BACKEND = "rq" if SCENARIO.endswith("rq") else "celery"
 POOL = "shop"
 # Where the scenario's cases leave the fleet, and the marks they leave (the verifier env of a scenario
 # such as faults/molecule/faults-rq says its own). molecule/<backend>: case 5 deploys 1.4.0, cases 6
@@ -93,7 +94,9 @@ def ledger(fleet_redis):
     duplicated, lost = [t for t, n in done.items() if n > 1], enqueued - set(done)
     counts["duplicated_runs"] = runs(duplicated)
     counts["lost_runs"] = runs(lost)  # started and never finished, or never started
-    if SCENARIO == "rq":
+    marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
+    counts["lost_in_failover"] = sorted(failover_losses(fleet_redis, marks, lost, starts))
+    if BACKEND == "rq":
         parked = fleet_redis.keys("rq:queue:*:intermediate")
         counts["parked_in_intermediate"] = {key: fleet_redis.llen(key) for key in parked}
         counts["rq_jobs"] = {token: rq_job(fleet_redis, token) for token in sorted([*duplicated, *lost])[:20]}
@@ -105,7 +108,6 @@ def ledger(fleet_redis):
         token: [(source, at) for source, at, ids in replays if token in ids]
         for token in sorted([*duplicated, *lost])[:20]
     }
-    marks = [json.loads(raw) for raw in fleet_redis.lrange(MARKS, 0, -1)]
     counts["cases"] = fleet_marks.rows(marks, done)
     print(f"\nledger of the {SCENARIO} fleet: {json.dumps(counts)}")
     print(fleet_marks.table(counts["cases"]))
@@ -114,9 +116,32 @@ def ledger(fleet_redis):
     with open(os.path.join(logs, f"fleet-{SCENARIO}-ledger.json"), "w") as handle:
         json.dump(counts, handle)
     with open(os.path.join(logs, f"fleet-{SCENARIO}-cases.txt"), "w") as handle:
-        handle.write(f"{SCENARIO}: {counts['enqueued']} enqueued, {counts['finished']} finished, {counts['lost']} lost,"
-                     f" {counts['duplicated']} duplicated\n{fleet_marks.table(counts['cases'])}\n")  # fmt: skip
+        in_failover = f" ({len(counts['lost_in_failover'])} by F7's failover)" if counts["lost_in_failover"] else ""
+        head = f"{SCENARIO}: {counts['enqueued']} enqueued, {counts['finished']} finished, {counts['lost']} lost"
+        handle.write(f"{head}{in_failover}, {counts['duplicated']} duplicated\n{fleet_marks.table(counts['cases'])}\n")
     return counts, enqueued, done, failed
+
+
+def failover_losses(client: redis.Redis, marks: list[dict], lost: set[str], starts: list[dict]) -> set[str]:
+    """The lost tasks a failover may lose (README, "Redis behind Sentinel, and what a failover can
+    lose"): enqueues the primary acknowledged that never reached its replica. Each was enqueued during
+    F7 (the case that kills the primary: its load generator numbers), never started, and (RQ) left no
+    job on the new master, only its token in the ledger, written just before."""
+    spans = [(before, after) for before, after in zip(marks, marks[1:]) if after["case"].startswith("F7")]
+    if not spans:
+        return set()
+    before, after = spans[0]
+    numbers = range(before.get("loaded", 0) + 1, after.get("loaded", 0) + 1)
+    started = {entry["token"] for entry in starts}
+    found = set()
+    for token in lost:
+        parts = token.split("-")
+        if len(parts) != 3 or parts[0] != "load" or not parts[1].isdigit() or int(parts[1]) not in numbers:
+            continue
+        if token in started or (BACKEND == "rq" and client.exists(f"rq:job:{token}")):
+            continue
+        found.add(token)
+    return found
 
 
 def rq_job(client: redis.Redis, job_id: str) -> dict:
@@ -146,7 +171,11 @@ def exc_text(encoded: str | None) -> str | None:
 def test_no_task_was_lost(ledger):
     counts, enqueued, done, _failed = ledger
     assert counts["enqueued"] > 0
-    assert counts["lost"] == 0, f"lost: {sorted(enqueued - set(done))[:20]}"
+    # The one loss allowed: what the failover of F7 can lose by asynchronous replication (a handful of
+    # enqueues of its last instant), each named in the ledger's lost_in_failover.
+    unexplained = sorted(enqueued - set(done) - set(counts["lost_in_failover"]))
+    assert unexplained == [], f"lost: {unexplained[:20]}; {counts.get('rq_jobs', {})}"
+    assert len(counts["lost_in_failover"]) <= 5, f"lost in the failover: {counts['lost_in_failover']}"
 
 
 def test_every_task_a_bad_release_failed_was_replayed_and_finished(ledger):
