@@ -15,15 +15,16 @@ for the tokens ``<prefix>-...``, ``enqueued``, ``finished``, ``lost`` and
 ``applied_twice``, ``partial`` and ``claimed_empty`` from the database, and
 ``finished_not_applied`` / ``applied_not_finished`` (the two sets must be equal). ``watch`` reads
 the database as another session does, every ``--every`` s, while the tasks run, until the key
-``queueops:transfers:watch:stop`` exists; then it writes ``{"polls", "partial_max",
-"applied_twice_max"}`` to ``--out``: a partial write any of its reads saw counts, not only one left
-at the end.
+``queueops:transfers:watch:stop`` exists, and writes ``{"polls", "partial_max", "applied_twice_max",
+"errors", "last_error", "stopped"}`` to ``--out`` after every read: a partial write any of its reads
+saw counts, not only one left at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -88,27 +89,48 @@ def audit(dsn: str, client: redis.Redis, prefix: str) -> dict:
 
 
 def _stopped(client: redis.Redis) -> bool:
-    """Whether the stop key is there; while Redis is away (restarted, failing over), not yet."""
+    """Whether the stop key is there; while Redis is away (restarted, loading, failing over), not yet."""
     try:
         return bool(client.exists(WATCH_STOP))
-    except (redis.ConnectionError, redis.TimeoutError):
+    except redis.RedisError:
         return False
 
 
+def _write(out: str, seen: dict) -> None:
+    partial = f"{out}.partial"
+    with open(partial, "w", encoding="utf-8") as handle:
+        json.dump(seen, handle, sort_keys=True)
+    os.replace(partial, out)
+
+
 def watch(dsn: str, client: redis.Redis, prefix: str, out: str, every: float) -> int:
+    """Read the books until told to stop. What it saw is written after every read (``stopped`` once it
+    was told), so a watcher that died or hung still says how far it got; a read PostgreSQL refused is
+    counted in ``errors`` and the next one reconnects."""
+    import psycopg
+
     client.delete(WATCH_STOP)
-    polls = partial_max = twice_max = 0
-    with store.connect(dsn) as conn:
-        while not _stopped(client):
+    seen = {"polls": 0, "partial_max": 0, "applied_twice_max": 0, "errors": 0, "last_error": "", "stopped": False}
+    conn = None
+    while not _stopped(client):
+        try:
+            conn = conn if conn is not None and not conn.closed else store.connect(dsn)
             books = store.audit(conn, f"{prefix}-")
-            polls += 1
-            partial_max = max(partial_max, books["partial"] + books["claimed_empty"])
-            twice_max = max(twice_max, books["applied_twice"])
-            time.sleep(every)
-    result = {"polls": polls, "partial_max": partial_max, "applied_twice_max": twice_max}
-    with open(out, "w", encoding="utf-8") as handle:
-        json.dump(result, handle, sort_keys=True)
-    print(json.dumps(result, sort_keys=True))
+        except psycopg.Error as exc:
+            seen["errors"] += 1
+            seen["last_error"] = repr(exc)[:300]
+            conn = None
+        else:
+            seen["polls"] += 1
+            seen["partial_max"] = max(seen["partial_max"], books["partial"] + books["claimed_empty"])
+            seen["applied_twice_max"] = max(seen["applied_twice_max"], books["applied_twice"])
+        _write(out, seen)
+        time.sleep(every)
+    seen["stopped"] = True
+    _write(out, seen)
+    if conn is not None:
+        conn.close()
+    print(json.dumps(seen, sort_keys=True))
     return 0
 
 
@@ -134,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "visible":
         print(visible(args.dsn, args.token))
         return 0
-    client = redis.Redis.from_url(args.redis_url, decode_responses=True)
+    # A read that outlives a restart of Redis gives up after 5 s (the watcher's loop goes on).
+    client = redis.Redis.from_url(args.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
     if args.command == "watch":
         return watch(args.dsn, client, args.prefix, args.out, args.every)
     print(json.dumps(audit(args.dsn, client, args.prefix), sort_keys=True))
