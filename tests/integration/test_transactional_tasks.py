@@ -45,13 +45,9 @@ def _env(postgres) -> dict[str, str]:
     return {store.DSN: postgres.dsn}
 
 
-def _visible(db, token: str) -> int:
-    """Rows of ``token`` another session sees: its marker and its journal rows."""
-    return db.execute(
-        "SELECT (SELECT count(*) FROM sampleapp_applied WHERE task_id = %(t)s)"
-        " + (SELECT count(*) FROM sampleapp_journal WHERE task_id = %(t)s)",
-        {"t": token},
-    ).fetchone()[0]
+def _in_transaction(db) -> int:
+    """Sessions inside a transaction that waits for its next statement: a transfer in its work."""
+    return db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").fetchone()[0]
 
 
 def _runs(ledger, tokens) -> dict[str, int]:
@@ -121,19 +117,11 @@ def test_rq_a_worker_killed_mid_transaction_leaves_nothing_and_the_replays_apply
     workers.append(killed)
     _enqueue_rq(redis_client, ledger, ["tx-killed"], seconds=5)
     assert wait_until(lambda: _runs(ledger, ["tx-killed"])["tx-killed"] == 1)
-    assert wait_until(
-        lambda: (
-            db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").fetchone()[0] == 1
-        )
-    )
-    assert _visible(db, "tx-killed") == 0  # its marker and debit are written, uncommitted: nobody sees them
+    assert wait_until(lambda: _in_transaction(db) == 1)
+    assert store.visible(db, "tx-killed") == 0  # its marker and debit are written, uncommitted: nobody sees them
     killed.kill()
-    assert wait_until(
-        lambda: (
-            db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").fetchone()[0] == 0
-        )
-    )
-    assert _visible(db, "tx-killed") == 0  # rolled back with the connection
+    assert wait_until(lambda: _in_transaction(db) == 0)
+    assert store.visible(db, "tx-killed") == 0  # rolled back with the connection
 
     # A bad release fails a third of its tasks after their writes committed.
     bad = start_rq_worker(
@@ -182,12 +170,8 @@ def test_celery_a_pool_process_killed_mid_transaction_leaves_nothing_and_the_red
     app.send_task("sampleapp.transfer", args=["ctx-killed", 5], queue="orders", task_id="ctx-killed")
     ledger.note_enqueued("ctx-killed")
     assert wait_until(lambda: _runs(ledger, ["ctx-killed"])["ctx-killed"] == 1)
-    assert wait_until(
-        lambda: (
-            db.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'").fetchone()[0] == 1
-        )
-    )
-    assert _visible(db, "ctx-killed") == 0
+    assert wait_until(lambda: _in_transaction(db) == 1)
+    assert store.visible(db, "ctx-killed") == 0
     child = next(s for s in ledger.starts() if s["token"] == "ctx-killed")["pid"]
     os.kill(child, signal.SIGKILL)  # as the OOM killer would: the worker gets WorkerLostError and hands it back
 

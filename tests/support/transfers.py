@@ -52,11 +52,7 @@ def init(dsn: str, timeout: float) -> int:
 
 def visible(dsn: str, token: str) -> int:
     with store.connect(dsn) as conn:
-        return conn.execute(
-            "SELECT (SELECT count(*) FROM sampleapp_applied WHERE task_id = %(t)s)"
-            " + (SELECT count(*) FROM sampleapp_journal WHERE task_id = %(t)s)",
-            {"t": token},
-        ).fetchone()[0]
+        return store.visible(conn, token)
 
 
 def audit(dsn: str, client: redis.Redis, prefix: str) -> dict:
