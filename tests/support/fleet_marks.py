@@ -32,6 +32,17 @@ def snapshot(client: redis.Redis) -> dict[str, int]:
     }
 
 
+def load_number(token: str) -> int | None:
+    """n of the main load generator's token ``load-<n>-<hex>``; None for any other token."""
+    parts = token.split("-")
+    return int(parts[1]) if len(parts) == 3 and parts[0] == "load" and parts[1].isdigit() else None
+
+
+def case_numbers(before: dict, after: dict) -> range:
+    """The load generator's token numbers of the case between two marks."""
+    return range(before.get("loaded", 0) + 1, after.get("loaded", 0) + 1)
+
+
 def rows(marks: list[dict], done: dict[str, int] | None = None) -> list[dict]:
     """One row per case: the difference between its mark and the one before.
 
@@ -42,15 +53,15 @@ def rows(marks: list[dict], done: dict[str, int] | None = None) -> list[dict]:
     """
     by_number: dict[int, int] = {}
     for token, times in (done or {}).items():
-        parts = token.split("-")
-        if len(parts) == 3 and parts[0] == "load" and parts[1].isdigit():
-            by_number[int(parts[1])] = times
+        number = load_number(token)
+        if number is not None:
+            by_number[number] = times
     table = []
     for before, after in zip(marks, marks[1:]):
         row = {"case": after["case"], "seconds": round(after["t"] - before["t"], 1)}
         row.update({key: after[key] - before[key] for key in ("enqueued", "failed", "failed_then_finished")})
         if done is not None:
-            numbers = range(before.get("loaded", 0) + 1, after.get("loaded", 0) + 1)
+            numbers = case_numbers(before, after)
             row["lost"] = sum(1 for n in numbers if by_number.get(n, 0) == 0)
             row["duplicated"] = sum(1 for n in numbers if by_number.get(n, 0) > 1)
         table.append(row)

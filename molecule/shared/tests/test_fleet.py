@@ -130,18 +130,15 @@ def failover_losses(client: redis.Redis, marks: list[dict], lost: set[str], star
     spans = [(before, after) for before, after in zip(marks, marks[1:]) if after["case"].startswith("F7")]
     if not spans:
         return set()
-    before, after = spans[0]
-    numbers = range(before.get("loaded", 0) + 1, after.get("loaded", 0) + 1)
+    numbers = fleet_marks.case_numbers(*spans[0])
     started = {entry["token"] for entry in starts}
-    found = set()
-    for token in lost:
-        parts = token.split("-")
-        if len(parts) != 3 or parts[0] != "load" or not parts[1].isdigit() or int(parts[1]) not in numbers:
-            continue
-        if token in started or (BACKEND == "rq" and client.exists(f"rq:job:{token}")):
-            continue
-        found.add(token)
-    return found
+    return {
+        token
+        for token in lost
+        if fleet_marks.load_number(token) in numbers
+        and token not in started
+        and not (BACKEND == "rq" and client.exists(f"rq:job:{token}"))
+    }
 
 
 def rq_job(client: redis.Redis, job_id: str) -> dict:
