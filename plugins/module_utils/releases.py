@@ -10,6 +10,7 @@ Layout under ``<root>/<pool>/``::
     current -> releases/<version>       switched atomically (temporary symlink + rename)
     history.jsonl                       append-only: staged, activated, failed, rolled_back, pruned
     .lock                               per-pool flock; its content names the holder
+    .pip/<interpreter>/                 a virtualenv with pip, made once: it builds every release's venv
 
 The history is the single source of truth for which releases were active, in which order, and
 which are failed. ``current`` (the symlink) is the truth for what runs now; when the two disagree
@@ -61,6 +62,10 @@ MANIFEST = f"{META_DIR}/release.json"
 REQUIREMENTS_FILE = f"{META_DIR}/requirements.txt"
 WHEELHOUSE_LIST = f"{META_DIR}/wheelhouse.sha256"
 VENV_DIR = "venv"
+PIP_DIR = ".pip"
+PIP_MARK = ".queueops-pip"
+# pip installs into another environment (--python) from 22.3 on.
+PIP_PYTHON_OPTION = (22, 3)
 BUILD_PREFIX = ".build-"
 PRUNE_PREFIX = ".prune-"
 SWITCH_ACTIONS = ("activated", "rolled_back")
@@ -279,19 +284,82 @@ def _relocate_venv(venv: str, built_at: str, final: str) -> None:
             os.chmod(path, mode)
 
 
-def build_venv(python: str, venv: str, final_venv: str, wheelhouse: str, requirements_file: str) -> None:
-    """``python -m venv`` + ``pip install --no-index --find-links wheelhouse -r requirements``."""
+def _run(argv: list[str], what: str) -> str:
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+    out = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        tail = out.strip().splitlines()[-15:]
+        raise ReleaseError(f"{what} failed (exit {proc.returncode}): " + "\n".join(tail))
+    return out
 
-    def run(argv: list[str], what: str) -> None:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-        if proc.returncode != 0:
-            tail = proc.stdout.decode(errors="replace").strip().splitlines()[-15:]
-            raise ReleaseError(f"{what} failed (exit {proc.returncode}): " + "\n".join(tail))
 
-    run([python, "-m", "venv", venv], f"creating the virtualenv with {python}")
-    pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--no-index", "--find-links", wheelhouse]
-    run(
-        [*pip, "--disable-pip-version-check", "--no-input", "-q", "-r", requirements_file],
+def shared_pip(python: str, home: str) -> str | None:
+    """The python of a virtualenv under ``home`` whose pip builds other virtualenvs (``pip --python``),
+    made at its first use for this interpreter and kept: ``python -m venv`` spends most of a
+    release's build installing pip, which a release's venv never needs. None when that pip is too
+    old for ``--python`` (then each release's venv gets a pip of its own, as before)."""
+    real = os.path.realpath(shutil.which(python) or python)
+    key = f"{os.path.basename(real)}-{hashlib.sha256(real.encode()).hexdigest()[:8]}"
+    helper = os.path.join(home, key)
+    mark = os.path.join(helper, PIP_MARK)
+
+    def read_mark() -> str | None:
+        try:
+            return Path(mark).read_text().strip()
+        except OSError:
+            return None
+
+    state = read_mark()
+    if state is None:
+        os.makedirs(home, exist_ok=True)
+        with FileLock(os.path.join(home, ".lock"), owner=f"making the pip of {real}", timeout=600):
+            state = read_mark()  # made meanwhile by another build
+            if state is None:
+                state = _make_shared_pip(python, home, helper)
+    return os.path.join(helper, "bin", "python") if state == "ok" else None
+
+
+def _make_shared_pip(python: str, home: str, helper: str) -> str:
+    shutil.rmtree(helper, ignore_errors=True)  # a build of it killed before its mark
+    build = tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=home)
+    try:
+        _run([python, "-m", "venv", build], f"creating the virtualenv of pip with {python}")
+        out = _run([os.path.join(build, "bin", "python"), "-m", "pip", "--version"], "pip --version")
+        version = tuple(int(part) for part in out.split()[1].split(".")[:2] if part.isdigit())
+        state = "ok" if version >= PIP_PYTHON_OPTION else "too old for --python"
+        atomic_write(os.path.join(build, PIP_MARK), f"{state}\n".encode())
+        _relocate_venv(build, build, helper)
+        os.chmod(build, 0o755)
+        os.rename(build, helper)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return state
+
+
+def build_venv(
+    python: str, venv: str, final_venv: str, wheelhouse: str, requirements_file: str, pip_home: str | None = None
+) -> None:
+    """``python -m venv`` + ``pip install --no-index --find-links wheelhouse -r requirements``; with
+    ``pip_home``, the venv has no pip of its own and the shared pip there installs into it."""
+    helper = shared_pip(python, pip_home) if pip_home else None
+    if helper:
+        _run([python, "-m", "venv", "--without-pip", venv], f"creating the virtualenv with {python}")
+        pip = [helper, "-m", "pip", "--python", os.path.join(venv, "bin", "python"), "install"]
+    else:
+        _run([python, "-m", "venv", venv], f"creating the virtualenv with {python}")
+        pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install"]
+    _run(
+        [
+            *pip,
+            "--no-index",
+            "--find-links",
+            wheelhouse,
+            "--disable-pip-version-check",
+            "--no-input",
+            "-q",
+            "-r",
+            requirements_file,
+        ],
         f"pip install from wheelhouse {wheelhouse}",
     )
     _relocate_venv(venv, venv, final_venv)
@@ -657,6 +725,7 @@ class Pool:
                     final_venv,
                     source.wheelhouse,
                     os.path.join(build, REQUIREMENTS_FILE),
+                    pip_home=os.path.join(self.dir, PIP_DIR),
                 )
             manifest = {
                 "pool": self.name,

@@ -54,6 +54,32 @@ def test_wheelhouse_release_has_a_working_venv_after_the_rename(tmp_path, wheelh
     assert [r["action"] for r in read_jsonl(pool.history_path)] == ["staged"]
 
 
+def test_releases_share_one_pip_made_once_and_have_none_of_their_own(tmp_path, wheelhouse):
+    pool = Pool(str(tmp_path / "root"), "orders")
+    source = Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0"])
+    assert pool.stage("1.0", source)
+    (helper,) = (p for p in Path(pool.dir, ".pip").iterdir() if not p.name.startswith("."))
+    made = helper.stat().st_ino
+    assert pool.stage("1.1", source)
+    assert helper.stat().st_ino == made  # kept, not made again
+    assert (helper / ".queueops-pip").read_text() == "ok\n"
+    assert not list(Path(pool.dir, ".pip").glob(".build-*"))
+    for version in ("1.0", "1.1"):
+        release = pool.release_path(version)
+        assert not list(Path(release, "venv").glob("lib/python*/site-packages/pip"))
+        python = Path(release, "venv", "bin", "python")
+        check = subprocess.run(
+            [str(python), "-c", "import rq, sampleapp"], cwd=release, capture_output=True, check=False
+        )
+        assert check.returncode == 0, check.stderr
+    # a pip whose build was killed before its mark is made again, and the release still built
+    (helper / ".queueops-pip").unlink()
+    assert pool.stage("1.2", source)
+    assert (helper / ".queueops-pip").read_text() == "ok\n"
+    rq_script = Path(pool.release_path("1.2"), "venv", "bin", "rq")
+    assert subprocess.run([str(rq_script), "--help"], capture_output=True, check=False).returncode == 0
+
+
 def test_requirement_missing_from_wheelhouse_fails_clearly_and_leaves_no_release(tmp_path, wheelhouse):
     pool = Pool(str(tmp_path / "root"), "orders")
     source = Source(wheelhouse=str(wheelhouse), requirements=["celery==5.5.3"])

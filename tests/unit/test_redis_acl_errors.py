@@ -214,7 +214,7 @@ def test_write_to_a_read_only_replica_is_said_in_words(dedicated_server):
 
 
 def test_server_gone_in_the_middle_of_a_run_is_said_in_words(dedicated_server):
-    params = _params(dedicated_server)
+    params = _params(dedicated_server, redis_reconnect_timeout=1)  # the words once the retries gave up
     client = client_from_params(params)
     dedicated_server.stop()
     with pytest.raises(RedisConnectionError) as caught, redis_errors(params, "read the queues"):
@@ -226,7 +226,7 @@ def test_server_gone_in_the_middle_of_a_run_is_said_in_words(dedicated_server):
 
 
 def test_reply_slower_than_the_socket_timeout_is_said_in_words(dedicated_server):
-    params = _params(dedicated_server, redis_socket_timeout=0.3)
+    params = _params(dedicated_server, redis_socket_timeout=0.3, redis_reconnect_timeout=1)
     client = client_from_params(params)
     with pytest.raises(RedisConnectionError) as caught, redis_errors(params, "wait for the queue"):
         client.blpop(["nothing-comes"], timeout=2)
