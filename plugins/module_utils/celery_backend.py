@@ -104,16 +104,27 @@ class CeleryControlError(Exception):
     """A broadcast did not get the answers it needed; the message is fit for a user."""
 
 
-def _inspect(app, method: str, destination: list[str] | None, timeout: float) -> dict[str, Any]:
-    inspector = app.control.inspect(
-        destination=destination, timeout=timeout, limit=len(destination) if destination else None
-    )
+def _inspect(
+    app, method: str, destination: list[str] | None, timeout: float, expect: int | None = None
+) -> dict[str, Any]:
+    """A remote-control inspect; the wait for replies ends at ``timeout``, or once every node of
+    ``destination`` answered, or, with no destination, once ``expect`` nodes did."""
+    limit = len(destination) if destination else (expect or None)
+    inspector = app.control.inspect(destination=destination, timeout=timeout, limit=limit)
     return getattr(inspector, method)() or {}
 
 
-def consumers(app, destination: list[str] | None = None, timeout: float = DEFAULT_REPLY_TIMEOUT) -> dict[str, list]:
-    """``inspect active_queues``: node -> names of the queues it consumes (only nodes that answered)."""
-    replies = _inspect(app, "active_queues", destination, timeout)
+def consumers(
+    app, destination: list[str] | None = None, timeout: float = DEFAULT_REPLY_TIMEOUT, client=None
+) -> dict[str, list]:
+    """``inspect active_queues``: node -> names of the queues it consumes (only nodes that answered).
+
+    Asked of every node (no ``destination``) with the broker's ``client``, the wait ends once as many
+    nodes answered as have a remote-control mailbox (``registered_nodes``) instead of at the timeout:
+    a live worker has one, as kombu binds it when the worker starts and again when it reconnects. A
+    mailbox left by a killed worker never answers, and the wait is then the whole timeout, as without."""
+    expect = len(registered_nodes(client)) if client is not None and not destination else None
+    replies = _inspect(app, "active_queues", destination, timeout, expect)
     return {node: sorted(q.get("name") for q in queues or []) for node, queues in replies.items()}
 
 
@@ -258,8 +269,8 @@ class _ConsumerChange:
     def __init__(self, app, client, queues: list[str], wanted: list[str] | None, timeout: float, *, resume: bool):
         self.app, self.client, self.queues, self.wanted, self.timeout = app, client, queues, wanted, timeout
         self.resume = resume
-        self.answered = consumers(app, wanted, timeout)  # the nodes this change acts on
-        live = consumers(app, None, timeout) if wanted else self.answered
+        self.answered = consumers(app, wanted, timeout, client)  # the nodes this change acts on
+        live = consumers(app, None, timeout, client) if wanted else self.answered
         self.others = {n: c for n, c in live.items() if n not in self.answered}  # live, not ours to change
         self.records = paused_records(client, queues)
         recorded = {n for nodes in self.records.values() for n in nodes}
@@ -486,7 +497,7 @@ def queue_depths(client, queues: list[str]) -> dict[str, int]:
 def queue_facts(app, client, queues: list[str], workers: list[str] | None, timeout: float) -> dict[str, Any]:
     """What queue_info reports for Celery: per queue depth, running / prefetched / unacked, consumers,
     whether it exists and is paused; the workers that answered; warnings for backlogs nobody consumes."""
-    answered = consumers(app, workers, timeout)
+    answered = consumers(app, workers, timeout, client)
     nodes = sorted(answered)
     tasks = in_flight(app, client, queues, nodes, timeout) if nodes else unacked_tasks(client, queues)
     stats = (app.control.inspect(destination=nodes, timeout=timeout, limit=len(nodes)).stats() or {}) if nodes else {}

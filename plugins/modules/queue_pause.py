@@ -84,7 +84,11 @@ options:
     type: bool
     default: false
   reply_timeout:
-    description: Celery only. Seconds to wait for the answers to a broadcast.
+    description:
+      - Celery only. Seconds to wait for the answers to a broadcast.
+      - Asked of every worker, the wait ends once as many answered as have a remote-control mailbox on the
+        broker (C(_kombu.binding.celery.pidbox)), and takes the whole timeout only while a killed worker's
+        mailbox is left there.
     type: float
     default: 1.0
   settle_timeout:

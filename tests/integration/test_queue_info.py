@@ -143,6 +143,30 @@ def test_celery_in_flight_split_into_running_and_prefetched(redis_server, redis_
     assert "last_heartbeat" not in info["workers"][0]
 
 
+def test_celery_every_live_worker_answers_whether_or_not_a_dead_one_left_its_mailbox(
+    redis_server, redis_client, workers
+):
+    from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import (
+        PIDBOX_BINDINGS_KEY,
+        registered_nodes,
+    )
+
+    nodes = ["orders:3.0.0:1@test", "orders:3.0.0:2@test"]
+    workers.extend(start_celery_worker(redis_server.url, ["orders"], node, concurrency=1) for node in nodes)
+    args = {"backend": "celery", "queues": ["orders"], "redis_url": redis_server.url, "reply_timeout": 3}
+    assert wait_until(lambda: len(run_module("queue_info", {**args, "reply_timeout": 1})["workers"]) == 2, timeout=30)
+    # the wait for replies ends once as many nodes answered as have a mailbox: both of them
+    assert registered_nodes(redis_client) == set(nodes)
+    assert sorted(w["name"] for w in run_module("queue_info", args)["workers"]) == nodes
+    # a killed worker's mailbox never answers: the wait is the whole reply_timeout, and still finds both
+    live = next(m for m in redis_client.smembers(PIDBOX_BINDINGS_KEY) if nodes[0].encode() in m)
+    redis_client.sadd(PIDBOX_BINDINGS_KEY, live.replace(b"orders:3.0.0:1@test", b"orders:2.9.0:1@gone"))
+    assert len(registered_nodes(redis_client)) == 3
+    info = run_module("queue_info", args)
+    assert sorted(w["name"] for w in info["workers"]) == nodes
+    assert info["queues"]["orders"]["consumers"] == 2
+
+
 def test_celery_unacked_tasks_are_counted_when_no_worker_answers(redis_server, redis_client, ledger, workers):
     from celery import Celery
 
