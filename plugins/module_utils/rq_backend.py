@@ -1064,6 +1064,7 @@ def replay(
             remaining = _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, "failed", remaining)
     if source == "abandoned" and not (selection.failed_by or selection.since or selection.task_names):
         _replay_stuck(client, queues, to_queue, report, check_mode)
+        _replay_dropped(client, queues, to_queue, report, check_mode)
     return report
 
 
@@ -1117,6 +1118,83 @@ def _replay_stuck(client, queues: list[str], to_queue: str | None, report, check
     script = client.register_script(_UNSTICK_LUA)
     moved = [job for job in stuck if script(
         keys=[intermediate_queue_key(job[0]), job_key(job[1]), queue_key(to_queue or job[0]), QUEUES_KEY],
+        args=[job[1], to_queue or job[0]],
+    )]  # fmt: skip
+    report.replayed += len(moved)
+    report.add_ids([job_id for _queue, job_id in moved])
+
+
+def _queued_in_no_queue(client, queues: list[str]) -> set[tuple[str, str]]:
+    """``(origin, job_id)`` of jobs of ``queues`` whose hash says queued but whose id is in neither
+    their queue nor its intermediate queue."""
+    found: list[tuple[str, str]] = []
+    batch: list[str] = []
+
+    def check(ids: list[str]) -> None:
+        with client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(job_key(job_id), "status", "origin")
+            rows = pipe.execute()
+        candidates = [
+            (as_text(origin), job_id)
+            for job_id, (status, origin) in zip(ids, rows)
+            if as_text(status) == "queued" and as_text(origin) in queues and not is_wake_job(job_id)
+        ]
+        with client.pipeline(transaction=False) as pipe:
+            for origin, job_id in candidates:
+                pipe.lpos(queue_key(origin), job_id)
+                pipe.lpos(intermediate_queue_key(origin), job_id)
+            places = pipe.execute()
+        found.extend(job for i, job in enumerate(candidates) if places[2 * i] is None and places[2 * i + 1] is None)
+
+    for key in client.scan_iter(match=f"{JOB_PREFIX}*", count=1000):
+        job_id = as_text(key)[len(JOB_PREFIX) :]
+        if ":" in job_id:  # rq:job:<id>:dependents and the like
+            continue
+        batch.append(job_id)
+        if len(batch) >= 500:
+            check(batch)
+            batch = []
+    if batch:
+        check(batch)
+    return set(found)
+
+
+def dropped_by_a_dequeue(client, queues: list[str], settle: float = STUCK_SETTLE) -> list[tuple[str, str]]:
+    """``(queue, job_id)`` of jobs a worker popped and never took. A worker of several queues dequeues
+    with BLPOP (RQ 2.x moves a job into an intermediate queue only for a single queue): stopped between
+    its dequeue and its started registry - a warm shutdown of an idle worker raises right there - it
+    drops the job, which then says queued and sits in no queue, and nothing runs it ever. A live worker
+    marks what it popped started within milliseconds, so a job still so ``settle`` s later was dropped."""
+    first = _queued_in_no_queue(client, queues)
+    if not first:
+        return []
+    time.sleep(settle)
+    return sorted(first & _queued_in_no_queue(client, queues))
+
+
+# Back to the front of its queue, only if it still says queued and sits in no queue.
+_UNDROP_LUA = """
+if redis.call('HGET', KEYS[2], 'status') ~= 'queued' then return 0 end
+if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('LPOS', KEYS[5], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[2], 'origin', ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[3])
+redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+def _replay_dropped(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
+    dropped = dropped_by_a_dequeue(client, queues)
+    report.candidates += len(dropped)
+    if not dropped or check_mode:
+        report.replayed += len(dropped)
+        report.add_ids([job_id for _queue, job_id in dropped])
+        return
+    script = client.register_script(_UNDROP_LUA)
+    moved = [job for job in dropped if script(
+        keys=[queue_key(job[0]), job_key(job[1]), queue_key(to_queue or job[0]), QUEUES_KEY,
+              intermediate_queue_key(job[0])],
         args=[job[1], to_queue or job[0]],
     )]  # fmt: skip
     report.replayed += len(moved)

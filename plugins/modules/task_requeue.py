@@ -36,8 +36,11 @@ options:
       - V(failed) replays failed tasks (RQ failed registries; Celery results with status C(FAILURE)).
       - V(abandoned) (RQ only) also puts back at the front of their queue the jobs stuck in an intermediate
         queue (C(rq:queue:<queue>:intermediate), RQ 2.x) - moved there by a worker that died before it took them,
-        which RQ itself only fails, at its maintenance every 10 minutes - when no filter (O(failed_by),
-        O(since), O(task_names)) is given.
+        which RQ itself only fails, at its maintenance every 10 minutes - and the jobs a worker of several queues
+        popped and never took (it dequeues with BLPOP, no intermediate queue; a warm shutdown of the idle worker
+        raises in between) - their hash says queued, their id is in no queue, and nothing ever runs them. Both
+        when no filter (O(failed_by), O(since), O(task_names)) is given; the second scans the job keys
+        (C(rq:job:*)).
       - V(abandoned) (RQ only) replays entries of the started registries whose worker is gone, whose
         heartbeat expired (no heartbeat for O(heartbeat_timeout) seconds, or RQ's own expiry passed), or
         whose worker restarted since the job started; and entries of the failed registries that RQ's own
@@ -113,12 +116,13 @@ notes:
   - Check mode counts what would be replayed and returns its ids; nothing is moved or published.
   - A job whose data expired (RQ C(failure_ttl)) cannot be replayed and is reported under C(skipped).
   - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +llen +lrange +zrange +hmget
-    +hget +xrevrange +script|load +evalsha +exists +hset +hdel +zrem +rpush +lpop +lrem +lpush +sadd +xadd ~rq:*
-    ~queueops:events).
+    +hget +xrevrange +script|load +evalsha +exists +hset +hdel +zrem +rpush +lpop +lrem +lpush +sadd +xadd +scan
+    +lpos ~rq:* ~queueops:events).
     The moves run as server-side scripts whose commands (C(HSET), C(ZREM), C(RPUSH)...) the ACL checks too;
     C(+hdel) is for RQ 1.x jobs, C(+client|list) for O(source=abandoned) (which workers are gone),
-    C(+lrem +lpush) for its jobs stuck in an intermediate queue, C(+hget +xrevrange) for the jobs RQ failed as
-    abandoned (their last result, RQ 2.x; the job hash, 1.x), C(+lrange) for check mode of O(source=queue)."
+    C(+lrem +lpush) for its jobs stuck in an intermediate queue, C(+scan +lpos) for the jobs a dequeue dropped,
+    C(+hget +xrevrange) for the jobs RQ failed as abandoned (their last result, RQ 2.x; the job hash, 1.x),
+    C(+lrange) for check mode of O(source=queue)."
   - "Redis ACL (celery): the user needs C(+ping +scan +mget +get +set +del +script|load +evalsha +multi +exec +llen
     +sadd +lpush +xadd %R~celery-task-meta-* ~queueops:replayed:* ~_kombu.binding.<queue> ~<queue>*
     ~queueops:events). C(<queue>) stands for each queue tasks are published to (O(to_queue), or the queues of the

@@ -128,6 +128,33 @@ def test_a_job_stuck_in_the_intermediate_queue_goes_back_to_the_front_and_runs_o
     assert (again.changed, again["replayed"]) == (False, 0)
 
 
+def test_a_job_a_worker_of_several_queues_popped_and_dropped_goes_back_to_the_front_and_runs_once(
+    redis_server, redis_client, ledger, workers
+):
+    # A worker of several queues (versioned routing: orders and orders@<version>) dequeues with BLPOP,
+    # with no intermediate queue: a warm shutdown while it is idle raises between the pop and its
+    # started registry, and the job it popped says queued but sits in no queue, run by nobody.
+    token_of = _enqueue(redis_client, ledger, ["dropped-1", "next-1"])
+    dropped, queued = list(token_of)
+    assert redis_client.blpop(["rq:queue:orders@9.9.9", "rq:queue:orders"], 1) == (
+        b"rq:queue:orders",
+        dropped.encode(),
+    )
+    assert redis_client.hget(f"rq:job:{dropped}", "status") == b"queued"
+    args = {"backend": "rq", "source": "abandoned", "queues": ["orders"], "redis_url": redis_server.url}
+    checked = run_module("task_requeue", args, check=True)
+    assert (checked["replayed"], checked["ids"]) == (1, [dropped])
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [queued.encode()], "check mode moves nothing"
+    recovered = run_module("task_requeue", args)
+    assert not recovered.failed, recovered.msg
+    assert (recovered["replayed"], recovered["ids"]) == (1, [dropped])
+    assert redis_client.lrange("rq:queue:orders", 0, -1) == [dropped.encode(), queued.encode()]
+    workers.append(start_rq_worker(redis_server.url, ["orders"], GOOD, release="1.0.0"))
+    assert wait_until(lambda: ledger.done_counts() == {"dropped-1": 1, "next-1": 1}, timeout=45)
+    again = run_module("task_requeue", args)
+    assert (again.changed, again["replayed"]) == (False, 0)
+
+
 def test_a_parked_job_its_worker_started_is_left_to_it_and_replayed_once_when_it_died(
     redis_server, redis_client, ledger
 ):
