@@ -1068,12 +1068,14 @@ def replay(
     return report
 
 
+# The scripts that put a job back (_put_back) take KEYS: its queue, that queue's intermediate queue,
+# the job's hash, the queue it goes to, rq:queues; ARGV: the job id, the queue it goes to.
 # Back to the front of its queue, only if it is still parked (a worker that took it meanwhile wins).
 _UNSTICK_LUA = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[2], 'status', 'queued', 'origin', ARGV[2])
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('LPUSH', KEYS[3], ARGV[1])
+if redis.call('LREM', KEYS[2], 1, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'status', 'queued', 'origin', ARGV[2])
+redis.call('SADD', KEYS[5], KEYS[4])
+redis.call('LPUSH', KEYS[4], ARGV[1])
 return 1
 """
 STUCK_SETTLE = 1.0  # seconds a job id must stay in an intermediate queue, not started, to be stuck
@@ -1089,75 +1091,71 @@ def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTL
         with client.pipeline(transaction=False) as pipe:
             for queue in queues:
                 pipe.lrange(intermediate_queue_key(queue), 0, -1)
-            for queue in queues:
-                pipe.zrange(started_registry_key(queue), 0, -1)
-            replies = pipe.execute()
-        # A started entry (2.x: <job>:<execution>) comes before its work horse takes the job out of the
-        # intermediate queue. Such a job is the started registry's: running, or abandoned and replayed
-        # from there (its entry goes with it); only a job with no entry is stuck here.
-        found = set()
-        for queue, ids, members in zip(queues, replies[: len(queues)], replies[len(queues) :]):
-            entered = {parse_started_member(member)[0] for member in members}
-            found.update((queue, job_id) for job_id in map(as_text, ids) if job_id not in entered)
-        return {(queue, job_id) for queue, job_id in found if not is_wake_job(job_id)}
+            found = {(queue, as_text(job_id)) for queue, ids in zip(queues, pipe.execute()) for job_id in ids}
+        return {job for job in found - _started_entries(client, queues) if not is_wake_job(job[1])}
 
-    first = parked()
+    return _still_after(parked, settle)
+
+
+def _started_entries(client, queues: list[str]) -> set[tuple[str, str]]:
+    """``(queue, job_id)`` of the entries of the started registries of ``queues``. An RQ 2.x worker adds
+    ``<job>:<execution>`` before it forks the work horse, which only then marks the job started and
+    takes it out of the intermediate queue. Such a job is the started registry's: running, or
+    abandoned and replayed from there (its entry goes with it)."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.zrange(started_registry_key(queue), 0, -1)
+        replies = pipe.execute()
+    return {(queue, parse_started_member(member)[0]) for queue, members in zip(queues, replies) for member in members}
+
+
+def _still_after(find, settle: float) -> list[tuple[str, str]]:
+    """What ``find()`` returns now and again ``settle`` s later (no wait when it finds nothing)."""
+    first = find()
     if not first:
         return []
     time.sleep(settle)
-    return sorted(first & parked())
+    return sorted(first & find())
 
 
-def _replay_stuck(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
-    stuck = stuck_in_intermediate(client, queues)
-    report.candidates += len(stuck)
-    if not stuck or check_mode:
-        report.replayed += len(stuck)
-        report.add_ids([job_id for _queue, job_id in stuck])
+def _put_back(client, jobs: list[tuple[str, str]], lua: str, to_queue: str | None, report, check_mode: bool) -> None:
+    """Each ``(queue, job_id)`` of ``jobs`` back to the front of ``to_queue`` or its own, as ``lua`` allows."""
+    report.candidates += len(jobs)
+    if not jobs or check_mode:
+        report.replayed += len(jobs)
+        report.add_ids([job_id for _queue, job_id in jobs])
         return
-    script = client.register_script(_UNSTICK_LUA)
-    moved = [job for job in stuck if script(
-        keys=[intermediate_queue_key(job[0]), job_key(job[1]), queue_key(to_queue or job[0]), QUEUES_KEY],
-        args=[job[1], to_queue or job[0]],
+    script = client.register_script(lua)
+    moved = [(queue, job_id) for queue, job_id in jobs if script(
+        keys=[queue_key(queue), intermediate_queue_key(queue), job_key(job_id), queue_key(to_queue or queue),
+              QUEUES_KEY],
+        args=[job_id, to_queue or queue],
     )]  # fmt: skip
     report.replayed += len(moved)
     report.add_ids([job_id for _queue, job_id in moved])
 
 
+def _replay_stuck(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
+    _put_back(client, stuck_in_intermediate(client, queues), _UNSTICK_LUA, to_queue, report, check_mode)
+
+
 def _queued_in_no_queue(client, queues: list[str]) -> set[tuple[str, str]]:
     """``(origin, job_id)`` of jobs of ``queues`` whose hash says queued but whose id is in neither
-    their queue nor its intermediate queue."""
-    found: list[tuple[str, str]] = []
-    batch: list[str] = []
-
-    def check(ids: list[str]) -> None:
-        with client.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(job_key(job_id), "status", "origin")
-            rows = pipe.execute()
-        candidates = [
-            (as_text(origin), job_id)
-            for job_id, (status, origin) in zip(ids, rows)
-            if as_text(status) == "queued" and as_text(origin) in queues and not is_wake_job(job_id)
-        ]
-        with client.pipeline(transaction=False) as pipe:
-            for origin, job_id in candidates:
-                pipe.lpos(queue_key(origin), job_id)
-                pipe.lpos(intermediate_queue_key(origin), job_id)
-            places = pipe.execute()
-        found.extend(job for i, job in enumerate(candidates) if places[2 * i] is None and places[2 * i + 1] is None)
-
-    for key in client.scan_iter(match=f"{JOB_PREFIX}*", count=1000):
-        job_id = as_text(key)[len(JOB_PREFIX) :]
-        if ":" in job_id:  # rq:job:<id>:dependents and the like
-            continue
-        batch.append(job_id)
-        if len(batch) >= 500:
-            check(batch)
-            batch = []
-    if batch:
-        check(batch)
-    return set(found)
+    their queue nor its intermediate queue nor its started registry."""
+    keys = (as_text(key)[len(JOB_PREFIX) :] for key in client.scan_iter(match=f"{JOB_PREFIX}*", count=1000))
+    ids = [job_id for job_id in keys if ":" not in job_id]  # not rq:job:<id>:dependents and the like
+    candidates = [
+        (as_text(origin), job_id)
+        for job_id, (status, origin) in zip(ids, _rq_job_fields(client, ids, ("status", "origin")))
+        if as_text(status) == "queued" and as_text(origin) in queues and not is_wake_job(job_id)
+    ]
+    with client.pipeline(transaction=False) as pipe:
+        for origin, job_id in candidates:
+            pipe.lpos(queue_key(origin), job_id)
+            pipe.lpos(intermediate_queue_key(origin), job_id)
+        places = pipe.execute()
+    nowhere = {job for i, job in enumerate(candidates) if places[2 * i] is None and places[2 * i + 1] is None}
+    return nowhere - _started_entries(client, queues) if nowhere else nowhere
 
 
 def dropped_by_a_dequeue(client, queues: list[str], settle: float = STUCK_SETTLE) -> list[tuple[str, str]]:
@@ -1166,39 +1164,22 @@ def dropped_by_a_dequeue(client, queues: list[str], settle: float = STUCK_SETTLE
     its dequeue and its started registry - a warm shutdown of an idle worker raises right there - it
     drops the job, which then says queued and sits in no queue, and nothing runs it ever. A live worker
     marks what it popped started within milliseconds, so a job still so ``settle`` s later was dropped."""
-    first = _queued_in_no_queue(client, queues)
-    if not first:
-        return []
-    time.sleep(settle)
-    return sorted(first & _queued_in_no_queue(client, queues))
+    return _still_after(lambda: _queued_in_no_queue(client, queues), settle)
 
 
-# Back to the front of its queue, only if it still says queued and sits in no queue.
+# Back to the front of its queue, only if it still says queued and sits in no queue (_put_back's KEYS).
 _UNDROP_LUA = """
-if redis.call('HGET', KEYS[2], 'status') ~= 'queued' then return 0 end
-if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('LPOS', KEYS[5], ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[2], 'origin', ARGV[2])
-redis.call('SADD', KEYS[4], KEYS[3])
-redis.call('LPUSH', KEYS[3], ARGV[1])
+if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then return 0 end
+if redis.call('LPOS', KEYS[1], ARGV[1]) or redis.call('LPOS', KEYS[2], ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[3], 'origin', ARGV[2])
+redis.call('SADD', KEYS[5], KEYS[4])
+redis.call('LPUSH', KEYS[4], ARGV[1])
 return 1
 """
 
 
 def _replay_dropped(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
-    dropped = dropped_by_a_dequeue(client, queues)
-    report.candidates += len(dropped)
-    if not dropped or check_mode:
-        report.replayed += len(dropped)
-        report.add_ids([job_id for _queue, job_id in dropped])
-        return
-    script = client.register_script(_UNDROP_LUA)
-    moved = [job for job in dropped if script(
-        keys=[queue_key(job[0]), job_key(job[1]), queue_key(to_queue or job[0]), QUEUES_KEY,
-              intermediate_queue_key(job[0])],
-        args=[job[1], to_queue or job[0]],
-    )]  # fmt: skip
-    report.replayed += len(moved)
-    report.add_ids([job_id for _queue, job_id in moved])
+    _put_back(client, dropped_by_a_dequeue(client, queues), _UNDROP_LUA, to_queue, report, check_mode)
 
 
 def backlog(client, queues: list[str]) -> int:
