@@ -532,24 +532,35 @@ def queue_facts(app, client, queues: list[str], workers: list[str] | None, timeo
     for queue, found in releases.items():
         facts[queue]["releases"] = found
         facts[queue]["parked"] = sum(f["parked"] for f in found.values())
-    listed = []
-    for node, queues_of_node in sorted(answered.items()):
-        recorded = any(node in r for r in records.values())
-        if workers is None and not set(queues_of_node) & set(queues) and not recorded:
-            continue
-        identity = parse_worker_name(node)
-        listed.append(
-            {
-                "name": node,
-                "host": node_host(node),
-                "pid": (stats.get(node) or {}).get("pid"),
-                "state": "consuming" if set(queues_of_node) & set(queues) else "paused",
-                "queues": queues_of_node,
-                "pool": identity.pool if identity else None,
-                "release": identity.version if identity else None,
-            }
-        )
+    listed = [
+        _worker_entry(node, queues_of_node, queues, (stats.get(node) or {}).get("pid"))
+        for node, queues_of_node in sorted(answered.items())
+        if workers is not None or set(queues_of_node) & set(queues) or any(node in r for r in records.values())
+    ]
     return {"queues": facts, "workers": listed, "warnings": backlog_warnings(facts) + parked_warnings}
+
+
+def _worker_entry(node: str, queues_of_node: list[str], queues: list[str], pid: int | None = None) -> dict[str, Any]:
+    identity = parse_worker_name(node)
+    return {
+        "name": node,
+        "host": node_host(node),
+        "pid": pid,
+        "state": "consuming" if set(queues_of_node) & set(queues) else "paused",
+        "queues": queues_of_node,
+        "pool": identity.pool if identity else None,
+        "release": identity.version if identity else None,
+    }
+
+
+def consuming_workers(app, client, queues: list[str], timeout: float = DEFAULT_REPLY_TIMEOUT) -> list[dict[str, Any]]:
+    """The workers that answer consuming one of ``queues``, as queue_info lists them (without pid; one
+    ``inspect active_queues``, see ``consumers``). readiness.wait_for_release reads these."""
+    return [
+        _worker_entry(node, queues_of_node, queues)
+        for node, queues_of_node in sorted(consumers(app, None, timeout, client).items())
+        if set(queues_of_node) & set(queues)
+    ]
 
 
 def backlog_warnings(facts: dict[str, dict[str, Any]]) -> list[str]:

@@ -35,7 +35,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from ansible_collections.queueops.rollback.plugins.module_utils.health import Observation
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
@@ -446,6 +446,11 @@ def live_workers(client, queues: list[str] | None = None) -> list[RQWorker]:
     workers = list_workers(client, queues)
     gone = gone_workers(client, {w.name for w in workers})
     return [w for w in workers if w.name not in gone]
+
+
+def consuming_workers(client, queues: list[str] | None = None) -> list[dict[str, Any]]:
+    """The live workers of ``queues`` as queue_info lists them (readiness.wait_for_release reads these)."""
+    return [w.as_dict() for w in live_workers(client, queues)]
 
 
 def unknown_queues(client, queues: list[str]) -> list[str]:
@@ -1063,8 +1068,7 @@ def replay(
             entries = _rq_select(client, registry, members, selection, report, abandoned=None)
             remaining = _rq_replay_entries(client, registry, entries, to_queue, report, check_mode, "failed", remaining)
     if source == "abandoned" and not (selection.failed_by or selection.since or selection.task_names):
-        _replay_stuck(client, queues, to_queue, report, check_mode)
-        _replay_dropped(client, queues, to_queue, report, check_mode)
+        _replay_parked(client, queues, to_queue, report, check_mode)
     return report
 
 
@@ -1078,23 +1082,19 @@ redis.call('SADD', KEYS[5], KEYS[4])
 redis.call('LPUSH', KEYS[4], ARGV[1])
 return 1
 """
-STUCK_SETTLE = 1.0  # seconds a job id must stay in an intermediate queue, not started, to be stuck
+STUCK_SETTLE = 1.0  # seconds a job must stay parked where no worker takes it to be replayed from there
 
 
-def stuck_in_intermediate(client, queues: list[str], settle: float = STUCK_SETTLE) -> list[tuple[str, str]]:
-    """``(queue, job_id)`` of jobs a worker moved into ``<queue>:intermediate`` (BLMOVE) and never
-    took: killed or stopped between its dequeue and its started registry. RQ fails such jobs only at
-    its maintenance, every 10 minutes ("Job was stuck in intermediate queue"); until then nothing runs
-    them. A worker takes a job within milliseconds, so one still there ``settle`` s later is stuck."""
-
-    def parked() -> set[tuple[str, str]]:
-        with client.pipeline(transaction=False) as pipe:
-            for queue in queues:
-                pipe.lrange(intermediate_queue_key(queue), 0, -1)
-            found = {(queue, as_text(job_id)) for queue, ids in zip(queues, pipe.execute()) for job_id in ids}
-        return {job for job in found - _started_entries(client, queues) if not is_wake_job(job[1])}
-
-    return _still_after(parked, settle)
+def _in_intermediate(client, queues: list[str]) -> set[tuple[str, str]]:
+    """``(queue, job_id)`` of jobs a worker moved into ``<queue>:intermediate`` (BLMOVE) and has not
+    taken. Killed or stopped between its dequeue and its started registry, it never will: RQ fails
+    such jobs only at its maintenance, every 10 minutes ("Job was stuck in intermediate queue"), and
+    until then nothing runs them. A worker takes a job within milliseconds."""
+    with client.pipeline(transaction=False) as pipe:
+        for queue in queues:
+            pipe.lrange(intermediate_queue_key(queue), 0, -1)
+        found = {(queue, as_text(job_id)) for queue, ids in zip(queues, pipe.execute()) for job_id in ids}
+    return {job for job in found - _started_entries(client, queues) if not is_wake_job(job[1])}
 
 
 def _started_entries(client, queues: list[str]) -> set[tuple[str, str]]:
@@ -1109,13 +1109,14 @@ def _started_entries(client, queues: list[str]) -> set[tuple[str, str]]:
     return {(queue, parse_started_member(member)[0]) for queue, members in zip(queues, replies) for member in members}
 
 
-def _still_after(find, settle: float) -> list[tuple[str, str]]:
-    """What ``find()`` returns now and again ``settle`` s later (no wait when it finds nothing)."""
-    first = find()
-    if not first:
-        return []
+def _still_after(finds: tuple[Callable[[], set], ...], settle: float) -> list[list[tuple[str, str]]]:
+    """What each of ``finds`` returns now and again ``settle`` s later: one wait for all of them, and
+    none when none finds anything."""
+    first = [find() for find in finds]
+    if not any(first):
+        return [[] for _ in finds]
     time.sleep(settle)
-    return sorted(first & find())
+    return [sorted(seen & find()) if seen else [] for seen, find in zip(first, finds)]
 
 
 def _put_back(client, jobs: list[tuple[str, str]], lua: str, to_queue: str | None, report, check_mode: bool) -> None:
@@ -1135,13 +1136,12 @@ def _put_back(client, jobs: list[tuple[str, str]], lua: str, to_queue: str | Non
     report.add_ids([job_id for _queue, job_id in moved])
 
 
-def _replay_stuck(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
-    _put_back(client, stuck_in_intermediate(client, queues), _UNSTICK_LUA, to_queue, report, check_mode)
-
-
 def _queued_in_no_queue(client, queues: list[str]) -> set[tuple[str, str]]:
     """``(origin, job_id)`` of jobs of ``queues`` whose hash says queued but whose id is in neither
-    their queue nor its intermediate queue nor its started registry."""
+    their queue nor its intermediate queue nor its started registry: popped by a worker that never
+    took them. A worker of several queues dequeues with BLPOP (RQ 2.x moves a job into an intermediate
+    queue only for a single queue); stopped between its dequeue and its started registry - a warm
+    shutdown of an idle worker raises right there - it drops the job, and nothing runs it ever."""
     keys = (as_text(key)[len(JOB_PREFIX) :] for key in client.scan_iter(match=f"{JOB_PREFIX}*", count=1000))
     ids = [job_id for job_id in keys if ":" not in job_id]  # not rq:job:<id>:dependents and the like
     candidates = [
@@ -1158,15 +1158,6 @@ def _queued_in_no_queue(client, queues: list[str]) -> set[tuple[str, str]]:
     return nowhere - _started_entries(client, queues) if nowhere else nowhere
 
 
-def dropped_by_a_dequeue(client, queues: list[str], settle: float = STUCK_SETTLE) -> list[tuple[str, str]]:
-    """``(queue, job_id)`` of jobs a worker popped and never took. A worker of several queues dequeues
-    with BLPOP (RQ 2.x moves a job into an intermediate queue only for a single queue): stopped between
-    its dequeue and its started registry - a warm shutdown of an idle worker raises right there - it
-    drops the job, which then says queued and sits in no queue, and nothing runs it ever. A live worker
-    marks what it popped started within milliseconds, so a job still so ``settle`` s later was dropped."""
-    return _still_after(lambda: _queued_in_no_queue(client, queues), settle)
-
-
 # Back to the front of its queue, only if it still says queued and sits in no queue (_put_back's KEYS).
 _UNDROP_LUA = """
 if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then return 0 end
@@ -1178,8 +1169,15 @@ return 1
 """
 
 
-def _replay_dropped(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
-    _put_back(client, dropped_by_a_dequeue(client, queues), _UNDROP_LUA, to_queue, report, check_mode)
+def _replay_parked(client, queues: list[str], to_queue: str | None, report, check_mode: bool) -> None:
+    """Put back the jobs no worker will ever take: stuck in an intermediate queue (``_in_intermediate``),
+    or dropped by a dequeue (``_queued_in_no_queue``), each still so ``STUCK_SETTLE`` s later. A live
+    worker takes what it popped within milliseconds."""
+    stuck, dropped = _still_after(
+        (lambda: _in_intermediate(client, queues), lambda: _queued_in_no_queue(client, queues)), STUCK_SETTLE
+    )
+    _put_back(client, stuck, _UNSTICK_LUA, to_queue, report, check_mode)
+    _put_back(client, dropped, _UNDROP_LUA, to_queue, report, check_mode)
 
 
 def backlog(client, queues: list[str]) -> int:

@@ -35,6 +35,30 @@ options:
         mailbox is left there.
     type: float
     default: 1.0
+  pool:
+    description:
+      - With O(workers_expected), the pool whose workers to wait for.
+    type: str
+  version:
+    description:
+      - With O(workers_expected), the release those workers must run (the version in their names,
+        C(<pool>:<version>:<index>)).
+    type: str
+  workers_expected:
+    description:
+      - Wait until at least this many live workers of release O(version) of pool O(pool) consume O(queues),
+        at most O(timeout) seconds, then report as without it. The task fails when they do not, naming the
+        live workers of the pool, so a deploy stops before its health gate judges a release that never started.
+      - The module polls several times a second within one call, so a wait costs one task whatever its length
+        (an C(until) loop pays a task per try) and a timeout of 15 s is 15 s.
+      - RQ counts registered workers the liveness rule does not find gone; Celery the nodes that answer
+        consuming one of O(queues).
+    type: int
+  timeout:
+    description:
+      - Seconds to wait for O(workers_expected) workers; V(0) looks once.
+    type: float
+    default: 60
 notes:
   - "Redis ACL (rq): the user needs C(+ping +client|list +smembers +hgetall +exists +ttl +llen +zcard +zrange +hmget
     %R~rq:*). Read-only, keys included. C(+client|list) tells a live worker from a killed one (refused, the module
@@ -55,6 +79,16 @@ EXAMPLES = r"""
     queues: [orders]
     redis_url: "{{ redis_url }}"
   register: orders_info
+
+- name: Wait until the 6 workers of release 2.4.1 consume orders, at most a minute
+  queueops.rollback.queue_info:
+    backend: celery
+    queues: [orders]
+    pool: orders
+    version: 2.4.1
+    workers_expected: 6
+    timeout: 60
+    redis_url: "{{ redis_url }}"
 """
 
 RETURN = r"""
@@ -100,6 +134,11 @@ workers:
   elements: dict
   sample: [{"name": "orders:2.4.1:1", "host": "web-1", "pid": 4242, "state": "idle", "queues": ["orders"],
             "pool": "orders", "release": "2.4.1"}]
+waited:
+  description: Seconds the module waited for O(workers_expected) workers.
+  returned: workers_expected is set
+  type: float
+  sample: 1.42
 suspended:
   description: RQ. Whether C(rq:suspended) is set (it pauses every queue of the Redis database).
   returned: backend is rq
@@ -112,7 +151,7 @@ suspension_ttl:
   sample: 1790
 """
 
-from typing import Any
+from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -123,6 +162,7 @@ from ansible_collections.queueops.rollback.plugins.module_utils.module_kit impor
     new_module,
     require_celery,
 )
+from ansible_collections.queueops.rollback.plugins.module_utils.readiness import Readiness, wait_for_release
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import connect
 
 OPTIONS: dict[str, dict[str, Any]] = {
@@ -130,31 +170,60 @@ OPTIONS: dict[str, dict[str, Any]] = {
     "queues": {"type": "list", "elements": "str"},
     "workers": {"type": "list", "elements": "str"},
     "reply_timeout": {"type": "float", "default": 1.0},
+    "pool": {"type": "str"},
+    "version": {"type": "str"},
+    "workers_expected": {"type": "int"},
+    "timeout": {"type": "float", "default": 60.0},
 }
 
 
-def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
+def _wait(module: AnsibleModule, consuming: Callable[[], list[dict[str, Any]]]) -> Readiness | None:
+    p = module.params
+    if p["workers_expected"] is None:
+        return None
+    return wait_for_release(consuming, p["pool"], p["version"], p["workers_expected"], p["timeout"])
+
+
+def _rq_facts(module: AnsibleModule, client, queues: list[str]) -> tuple[dict[str, Any], Readiness | None]:
+    readiness = _wait(module, lambda: rq_backend.consuming_workers(client, queues or None))
+    return rq_backend.queue_facts(client, queues), readiness
+
+
+def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> tuple[dict[str, Any], Readiness | None]:
     require_celery(module)
     if not queues:
         module.fail_json(msg="queues is required for Celery: the broker keeps no list of queues")
     p = module.params
     app = celery_backend.make_app(p)
     try:
-        return celery_backend.queue_facts(app, client, queues, p["workers"], p["reply_timeout"])
+        readiness = _wait(module, lambda: celery_backend.consuming_workers(app, client, queues, p["reply_timeout"]))
+        return celery_backend.queue_facts(app, client, queues, p["workers"], p["reply_timeout"]), readiness
     finally:
         celery_backend.close_app(app)
 
 
 def run_module() -> None:
-    module = new_module(OPTIONS)
-    queues = module.params["queues"]
+    module = new_module(OPTIONS, required_by={"workers_expected": ["pool", "version"]})
+    p = module.params
+    queues = p["queues"]
     client = connect(module)
-    backend = module.params["backend"]
+    backend = p["backend"]
+    read = _rq_facts if backend == "rq" else _celery_facts
     with failing_in_words(module, f"read the {backend} queues and workers"):
-        facts = rq_backend.queue_facts(client, queues) if backend == "rq" else _celery_facts(module, client, queues)
+        facts, readiness = read(module, client, queues)
     for warning in facts.pop("warnings"):
         module.warn(warning)
-    module.exit_json(changed=False, backend=backend, **facts)
+    if readiness is None:
+        module.exit_json(changed=False, backend=backend, **facts)
+    if not readiness.ready:
+        module.fail_json(
+            msg=readiness.message(p["pool"], p["version"], p["workers_expected"], p["timeout"]),
+            changed=False,
+            backend=backend,
+            waited=readiness.waited,
+            **facts,
+        )
+    module.exit_json(changed=False, backend=backend, waited=readiness.waited, **facts)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 import pytest
 
@@ -182,3 +183,50 @@ def test_celery_unacked_tasks_are_counted_when_no_worker_answers(redis_server, r
     info = run_module("queue_info", args)
     assert not info.failed, info.msg
     assert info["queues"]["orders"]["unacked"] == 1 and info["queues"]["orders"]["in_flight"] == 1
+
+
+@pytest.mark.parametrize("backend", ["rq", "celery"])
+def test_wait_returns_once_the_release_workers_consume_and_fails_in_time_naming_the_live_ones(
+    backend, redis_server, redis_client, workers
+):
+    start = start_rq_worker if backend == "rq" else start_celery_worker
+    args = {"backend": backend, "queues": ["orders"], "redis_url": redis_server.url, "pool": "orders"}
+    workers.append(
+        start(redis_server.url, ["orders"], "orders:1.0.0:1@test" if backend == "celery" else "orders:1.0.0:1")
+    )
+    # the new release's worker starts once the waiting module is connected: the one call sees it come
+    late = "orders:2.0.0:1@test" if backend == "celery" else "orders:2.0.0:1"
+    clients = len(redis_client.client_list())
+    result = {}
+    waiter = threading.Thread(
+        target=lambda: result.update(
+            ready=run_module("queue_info", {**args, "version": "2.0.0", "workers_expected": 1, "timeout": 60})
+        )
+    )
+    waiter.start()
+    try:
+        assert wait_until(lambda: len(redis_client.client_list()) > clients, timeout=30)
+        workers.append(start(redis_server.url, ["orders"], late))
+    finally:
+        waiter.join()
+    ready = result["ready"]
+    assert not ready.failed, ready.msg
+    assert ready["waited"] > 0.05
+    assert sorted(w["release"] for w in ready["workers"]) == ["1.0.0", "2.0.0"]
+    # a release with fewer live workers than expected: the task fails at its timeout, naming who consumes
+    short = run_module("queue_info", {**args, "version": "2.0.0", "workers_expected": 2, "timeout": 1.5})
+    assert short.failed
+    assert 1.5 <= short["waited"] < 10
+    assert short.msg.startswith(
+        "2 workers of release 2.0.0 of pool orders were expected to consume within 1.5 s; 1 do."
+    )
+    assert "orders:1.0.0:1" in short.msg and "orders:2.0.0:1" in short.msg
+    # the workers of another release never count for this one
+    other = run_module("queue_info", {**args, "version": "3.0.0", "workers_expected": 1, "timeout": 0})
+    assert other.failed and "; 0 do." in other.msg and other["waited"] < 10
+
+
+def test_wait_needs_pool_and_version(redis_server):
+    result = run_module("queue_info", {"backend": "rq", "redis_url": redis_server.url, "workers_expected": 1})
+    assert result.failed
+    assert "workers_expected" in result.msg and "pool" in result.msg and "version" in result.msg
