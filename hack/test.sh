@@ -9,16 +9,34 @@ logs=.cache/test-logs
 mkdir -p "$logs"
 
 stages=() results=() seconds=() details=()
+record_stage() {  # name, detail-extractor, rc, seconds
+  stages+=("$1"); results+=("$([ "$3" = 0 ] && echo ok || echo "FAILED (rc $3)")"); seconds+=("$4")
+  details+=("$($2 "$logs/$1.log")")
+}
 run_stage() {  # name, detail-extractor, command...
   local name=$1 extract=$2; shift 2
   local start=$SECONDS rc
   printf '\n==> %s\n' "$name"
   "$@" 2>&1 | tee "$logs/$name.log"
   rc=${PIPESTATUS[0]}
-  stages+=("$name"); seconds+=($((SECONDS - start)))
-  results+=("$([ "$rc" = 0 ] && echo ok || echo "FAILED (rc $rc)")")
-  details+=("$($extract "$logs/$name.log")")
+  record_stage "$name" "$extract" "$rc" $((SECONDS - start))
   return "$rc"
+}
+# The static checks (ruff, ansible-lint, sanity, the build) run one after the other beside pytest,
+# in the part of the two cores its workers leave idle while they wait on workers and Redis; each
+# one's output is shown once pytest is over.
+run_beside() {  # name, command...
+  local name=$1 start=$SECONDS; shift
+  "$@" >"$logs/$name.log" 2>&1
+  echo "$? $((SECONDS - start))" >"$logs/$name.done"
+}
+collect_beside() {  # name, detail-extractor
+  local name=$1 extract=$2 rc secs
+  while [ ! -s "$logs/$name.done" ]; do sleep 1; done
+  read -r rc secs <"$logs/$name.done"
+  printf '\n==> %s (ran beside pytest)\n' "$name"
+  cat "$logs/$name.log"
+  record_stage "$name" "$extract" "$rc" "$secs"
 }
 last_line() { grep -v "^[[:space:]]*$" "$1" | tail -n1 | cut -c1-70; }
 pytest_counts() { grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -n1 | sed -E 's/^=+ //; s/ =+$//'; }
@@ -44,11 +62,18 @@ image_ready() {
   cat "$logs/image-build.log"
   return "$(cat "$logs/image.rc")"
 }
-run_stage ruff last_line bash -c 'ruff check . && ruff format --check .'
-run_stage ansible-lint lint_counts env NO_COLOR=1 ansible-lint
-run_stage sanity sanity_counts hack/sanity.sh
-run_stage build last_line hack/build-and-install.sh
+rm -f "$logs"/{ruff,ansible-lint,sanity,build}.done
+(
+  run_beside ruff bash -c 'ruff check . && ruff format --check .'
+  run_beside ansible-lint env NO_COLOR=1 ansible-lint
+  run_beside sanity hack/sanity.sh
+  run_beside build hack/build-and-install.sh
+) &
 run_stage pytest pytest_counts python -m pytest --color=no -n 2 --dist loadfile
+collect_beside ruff last_line
+collect_beside ansible-lint lint_counts
+collect_beside sanity sanity_counts
+collect_beside build last_line
 run_stage image last_line image_ready
 run_stage molecule molecule_counts env NO_COLOR=1 molecule test --all
 
