@@ -194,7 +194,11 @@ numbers:
   sample: {"successes": 172, "failures": 77, "live_workers": 6, "backlog_before": 84, "backlog_after": 0}
 """
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.queueops.rollback.plugins.module_utils import celery_backend, gates, rq_backend
 from ansible_collections.queueops.rollback.plugins.module_utils.events import record_or_warn
@@ -236,26 +240,28 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _observe(client, params: dict[str, Any], worker_ok) -> Observation:
-    if params["backend"] == "rq":
+@contextlib.contextmanager
+def _celery_app(params: dict[str, Any]) -> Iterator[Any]:
+    """The Celery app of the observation and of the halt (one broker connection for both, so the halt
+    leaves at the verdict); None for RQ."""
+    if params["backend"] != "celery":
+        yield None
+        return
+    app = celery_backend.make_app(params)
+    try:
+        yield app
+    finally:
+        celery_backend.close_app(app)
+
+
+def _observe(client, app, params: dict[str, Any], worker_ok) -> Observation:
+    if app is None:
         return rq_backend.observe(client, params["queues"], worker_ok, params["window"])
-    app = celery_backend.make_app(params)
-    try:
-        return celery_backend.observe(
-            app, client, params["queues"], worker_ok, params["window"], params["ping_timeout"]
-        )
-    finally:
-        celery_backend.close_app(app)
+    return celery_backend.observe(app, client, params["queues"], worker_ok, params["window"], params["ping_timeout"])
 
 
-def _halt(client, params: dict[str, Any], workers: list[str]) -> list[str]:
-    if params["backend"] == "rq":
-        return rq_backend.halt_workers(client, workers)
-    app = celery_backend.make_app(params)
-    try:
-        return celery_backend.halt_workers(app, workers)
-    finally:
-        celery_backend.close_app(app)
+def _halt(client, app, workers: list[str]) -> list[str]:
+    return rq_backend.halt_workers(client, workers) if app is None else celery_backend.halt_workers(app, workers)
 
 
 def run_module() -> None:
@@ -287,8 +293,14 @@ def run_module() -> None:
     if params["backend"] == "celery":
         require_celery(module)
     client = connect(module)
+    with _celery_app(params) as app:
+        _judge_and_act(module, client, app, limits, worker_ok, subject)
+
+
+def _judge_and_act(module: AnsibleModule, client, app, limits: Thresholds, worker_ok, subject: str) -> None:
+    params = module.params
     with failing_in_words(module, f"observe {subject} on {params['backend']}", unexpected=True):
-        observed = _observe(client, params, worker_ok)
+        observed = _observe(client, app, params, worker_ok)
     verdict = judge(observed, limits, subject)
 
     if not module.check_mode:
@@ -314,7 +326,7 @@ def run_module() -> None:
     halted = []
     if not verdict.healthy and params["halt_unhealthy"] and not module.check_mode:
         with failing_in_words(module, f"stop the workers of {subject}", unexpected=True):
-            halted = _halt(client, params, observed.workers)
+            halted = _halt(client, app, observed.workers)
     result = dict(
         changed=bool(halted or closed),
         gates_closed=closed,

@@ -25,6 +25,9 @@ description:
     O(queueops.rollback.config_snapshot#module:state=restored) does. A release deployed before its
     configuration was managed has no snapshot; the task warns and the files stay.
   - 4. Starts the workers on the release it went back to.
+  - With O(stop_grace), the workers were told to stop already and take no more tasks; steps 2 and 3 happen
+    while they finish what they run and exit (a worker reads C(current) and its configuration only at start),
+    then the units are stopped and started, so the good release consumes as soon as the bad one is gone.
   - A rollback is a state; when O(version) is not current any more, nothing is switched, the snapshot is
     restored only if the files differ from it, and the workers are started only if one of O(units) is
     not active. A re-run after an interrupted one finishes the job; a re-run after a complete one
@@ -207,6 +210,14 @@ def _restore(module, release: str, result: dict) -> bool:
     return True
 
 
+def _stop_halted(units: Units, grace: float, result: dict) -> None:
+    """Let halted workers finish what they run and exit, at most ``grace`` s, then stop the units."""
+    if not units.module.check_mode:
+        units.wait_inactive(grace)
+    result["actions"].append(units.stop())
+    result["stopped"] = True
+
+
 def run_module() -> None:
     module = new_module(OPTIONS, redis=False)
     params = module.params
@@ -226,14 +237,17 @@ def run_module() -> None:
             pool.reconcile()
             before = pool.describe()
             result["current"] = pool.current()
+            # Workers the health gate halted take no more tasks and exit on their own once their task
+            # is done: the switch and the restore happen meanwhile (a worker reads `current` and its
+            # configuration only at start), and the units are stopped once they are gone.
+            halted = pool.current() == params["version"] and params["stop_grace"] > 0
             if pool.current() == params["version"]:
                 # What would refuse the switch (no good release to go to) refuses it before the
-                # workers stop; the target's digest is checked by the switch itself, after the stop.
+                # workers stop; the target's digest is checked by the switch itself.
                 pool.rollback_target(params["version"], to_version=params["to_version"])
-                if params["stop_grace"] and not module.check_mode:
-                    units.wait_inactive(params["stop_grace"])  # halted workers finish what they run
-                result["actions"].append(units.stop())  # 1. the bad release takes no more tasks
-                result["stopped"] = True
+                if not halted:
+                    result["actions"].append(units.stop())  # 1. the bad release takes no more tasks
+                    result["stopped"] = True
             try:
                 result["rolled_back"] = pool.rollback(
                     params["version"], to_version=params["to_version"], reason=params["reason"]
@@ -242,12 +256,16 @@ def run_module() -> None:
                 current = result["current"] = pool.current()
                 restored = params["restore_config"] and current is not None and _restore(module, current, result)
             except BaseException:
+                if halted:
+                    _stop_halted(units, params["stop_grace"], result)
                 if result["stopped"]:  # never a pool left with no worker: they run what is current now
                     if not result["rolled_back"]:
                         result["actions"] += pool.actions
                     result["actions"].append(units.start())
                     result["started"] = units.names
                 raise
+            if halted:
+                _stop_halted(units, params["stop_grace"], result)
             if result["stopped"] or not units.active():
                 result["actions"].append(units.start())
                 result["started"] = units.names

@@ -75,3 +75,18 @@ def test_pool_and_version_follow_the_one_name_rule(tmp_path):
     result = run_module("worker_rollback", args(tmp_path, version="../2.0"))
     assert result.failed
     assert "version" in result.msg and ".." in result.msg
+
+
+def test_with_stop_grace_the_switch_comes_while_the_halted_workers_exit_and_the_units_stop_after(tmp_path):
+    staged_pool(tmp_path, "1.0", "2.0", activate=("1.0", "2.0"))
+    before = tree_state(tmp_path / "root")
+    result = run_module("worker_rollback", args(tmp_path, version="2.0", stop_grace=30), check=True)
+    assert not result.failed, result.msg
+    assert result["actions"] == [
+        "mark release 2.0 failed",
+        "switch current from 2.0 to 1.0",
+        "stop orders.target",
+        "start orders.target",
+    ]
+    assert (result["current"], result["stopped"], result["started"]) == ("1.0", True, ["orders.target"])
+    assert tree_state(tmp_path / "root") == before
