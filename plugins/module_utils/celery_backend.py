@@ -33,7 +33,11 @@ except ImportError:  # pragma: no cover - reported through missing_required_lib
     CELERY_IMPORT_ERROR = traceback.format_exc()
 
 from ansible_collections.queueops.rollback.plugins.module_utils.health import Observation
-from ansible_collections.queueops.rollback.plugins.module_utils.identity import as_text, parse_worker_name
+from ansible_collections.queueops.rollback.plugins.module_utils.identity import (
+    as_text,
+    parse_worker_name,
+    worker_matches,
+)
 from ansible_collections.queueops.rollback.plugins.module_utils.pausing import (
     PauseError,
     PauseOutcome,
@@ -551,6 +555,12 @@ def _worker_entry(node: str, queues_of_node: list[str], queues: list[str], pid: 
         "pool": identity.pool if identity else None,
         "release": identity.version if identity else None,
     }
+
+
+def mailboxes_of(client, pool: str, release: str) -> int:
+    """How many nodes of ``release`` of ``pool`` have a remote-control mailbox (``registered_nodes``): a
+    worker binds it once it is ready to consume. One SMEMBERS, where asking the workers is a broadcast."""
+    return sum(1 for node in registered_nodes(client) if worker_matches(node, pool=pool, version=release))
 
 
 def consuming_workers(app, client, queues: list[str], timeout: float = DEFAULT_REPLY_TIMEOUT) -> list[dict[str, Any]]:

@@ -52,7 +52,8 @@ options:
       - The module polls several times a second within one call, so a wait costs one task whatever its length
         (an C(until) loop pays a task per try) and a timeout of 15 s is 15 s.
       - RQ counts registered workers the liveness rule does not find gone; Celery the nodes that answer
-        consuming one of O(queues).
+        consuming one of O(queues), asked once as many nodes of the release have a remote-control mailbox on
+        the broker (one read a poll, so workers that are starting are not asked to answer several times a second).
     type: int
   timeout:
     description:
@@ -177,11 +178,13 @@ OPTIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def _wait(module: AnsibleModule, consuming: Callable[[], list[dict[str, Any]]]) -> Readiness | None:
+def _wait(
+    module: AnsibleModule, consuming: Callable[[], list[dict[str, Any]]], likely: Callable[[], int] | None = None
+) -> Readiness | None:
     p = module.params
     if p["workers_expected"] is None:
         return None
-    return wait_for_release(consuming, p["pool"], p["version"], p["workers_expected"], p["timeout"])
+    return wait_for_release(consuming, p["pool"], p["version"], p["workers_expected"], p["timeout"], likely=likely)
 
 
 def _rq_facts(module: AnsibleModule, client, queues: list[str]) -> tuple[dict[str, Any], Readiness | None]:
@@ -196,7 +199,11 @@ def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> tuple[dic
     p = module.params
     app = celery_backend.make_app(p)
     try:
-        readiness = _wait(module, lambda: celery_backend.consuming_workers(app, client, queues, p["reply_timeout"]))
+        readiness = _wait(
+            module,
+            lambda: celery_backend.consuming_workers(app, client, queues, p["reply_timeout"]),
+            lambda: celery_backend.mailboxes_of(client, p["pool"], p["version"]),
+        )
         return celery_backend.queue_facts(app, client, queues, p["workers"], p["reply_timeout"]), readiness
     finally:
         celery_backend.close_app(app)
