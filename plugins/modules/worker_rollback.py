@@ -240,8 +240,9 @@ def run_module() -> None:
             # Workers the health gate halted take no more tasks and exit on their own once their task
             # is done: the switch and the restore happen meanwhile (a worker reads `current` and its
             # configuration only at start), and the units are stopped once they are gone.
-            halted = pool.current() == params["version"] and params["stop_grace"] > 0
-            if pool.current() == params["version"]:
+            bad_is_current = pool.current() == params["version"]
+            halted = bad_is_current and params["stop_grace"] > 0
+            if bad_is_current:
                 # What would refuse the switch (no good release to go to) refuses it before the
                 # workers stop; the target's digest is checked by the switch itself.
                 pool.rollback_target(params["version"], to_version=params["to_version"])
