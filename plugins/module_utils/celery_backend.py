@@ -22,6 +22,7 @@ import json
 import socket
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 try:
@@ -88,6 +89,16 @@ def make_app(params: dict[str, Any]):
 def close_app(app) -> None:
     with contextlib.suppress(Exception):  # closing is best effort
         app.close()
+
+
+@contextlib.contextmanager
+def opened_app(params) -> Iterator[Any]:
+    """``make_app(params)`` for the length of a ``with`` block, closed after it whatever happens."""
+    app = make_app(params)
+    try:
+        yield app
+    finally:
+        close_app(app)
 
 
 def node_host(node: str) -> str | None:

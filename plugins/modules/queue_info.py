@@ -197,16 +197,13 @@ def _celery_facts(module: AnsibleModule, client, queues: list[str]) -> tuple[dic
     if not queues:
         module.fail_json(msg="queues is required for Celery: the broker keeps no list of queues")
     p = module.params
-    app = celery_backend.make_app(p)
-    try:
+    with celery_backend.opened_app(p) as app:
         readiness = _wait(
             module,
             lambda: celery_backend.consuming_workers(app, client, queues, p["reply_timeout"]),
             lambda: celery_backend.mailboxes_of(client, p["pool"], p["version"]),
         )
         return celery_backend.queue_facts(app, client, queues, p["workers"], p["reply_timeout"]), readiness
-    finally:
-        celery_backend.close_app(app)
 
 
 def run_module() -> None:

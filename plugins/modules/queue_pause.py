@@ -321,7 +321,6 @@ def _run_rq(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
 def _run_celery(module: AnsibleModule, client, queues: list[str]) -> dict[str, Any]:
     require_celery(module)
     p = module.params
-    app = celery_backend.make_app(p)
     common = {
         "workers": p["workers"],
         "reply_timeout": p["reply_timeout"],
@@ -329,7 +328,7 @@ def _run_celery(module: AnsibleModule, client, queues: list[str]) -> dict[str, A
         "allow_unknown": p["allow_unknown_queues"],
         "check_mode": module.check_mode,
     }
-    try:
+    with celery_backend.opened_app(p) as app:
         if p["state"] == "resumed":
             return _shaped(module, celery_backend.resume_queues(app, client, queues, **common))
         outcome = celery_backend.pause_queues(app, client, queues, settle_timeout=p["settle_timeout"], **common)
@@ -342,8 +341,6 @@ def _run_celery(module: AnsibleModule, client, queues: list[str]) -> dict[str, A
 
             result.update(drain(in_flight, p["timeout"], module.check_mode))
         return result
-    finally:
-        celery_backend.close_app(app)
 
 
 def _shaped(module: AnsibleModule, outcome: PauseOutcome) -> dict[str, Any]:

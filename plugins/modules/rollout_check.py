@@ -247,11 +247,8 @@ def _celery_app(params: dict[str, Any]) -> Iterator[Any]:
     if params["backend"] != "celery":
         yield None
         return
-    app = celery_backend.make_app(params)
-    try:
+    with celery_backend.opened_app(params) as app:
         yield app
-    finally:
-        celery_backend.close_app(app)
 
 
 def _observe(client, app, params: dict[str, Any], worker_ok) -> Observation:

@@ -271,8 +271,7 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             client, params["from_queue"], params["to_queue"], limit=params["limit"], check_mode=module.check_mode
         )
     require_celery(module)
-    app = celery_backend.make_app(params)
-    try:
+    with celery_backend.opened_app(params) as app:
         report = celery_backend.replay(
             client,
             app,
@@ -281,8 +280,6 @@ def _replay(module: AnsibleModule, client, selection: Selection):
             to_queue=params["to_queue"],
             check_mode=module.check_mode,
         )
-    finally:
-        celery_backend.close_app(app)
     unreplayable = report.skipped.get(celery_backend.RESULT_EXTENDED_OFF)
     if unreplayable:
         module.warn(
