@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,71 @@ def run_playbook(
 def run_module(
     module: str, args: dict[str, Any], *, check: bool = False, diff: bool = False, envvars: dict[str, str] | None = None
 ) -> TaskResult:
-    """One task with `module` and `args` on localhost; returns its registered result."""
+    """One run of `module` with `args` on localhost; returns what a task would register.
+
+    The collection's own modules run as Ansible runs a module on a host: their code in a
+    process of their own, the arguments as ``ANSIBLE_MODULE_ARGS`` with the check and diff flags,
+    the result read from the JSON they print (a module that prints none failed, as Ansible's
+    "MODULE FAILURE"). That skips a whole ansible-playbook per call (about 2.4 s of CPU against
+    0.6 s), which is most of the suite's time. What only Ansible does around a module
+    (``module_defaults``, action groups, callbacks, AWX's artifacts) is tested through
+    ansible-runner with ``run_playbook``, and the fleets run every module over SSH.
+    """
     fqcn = module if "." in module else f"queueops.rollback.{module}"
+    namespace, collection, name = fqcn.split(".")
+    if (namespace, collection) != ("queueops", "rollback"):
+        return _run_task(fqcn, args, check=check, diff=diff, envvars=envvars)
+    internal = {"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_module_name": fqcn}
+    env = {**os.environ, **runner_env(**(envvars or {}))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [(envvars or {}).get("PYTHONPATH"), str(COLLECTIONS_PATH)]))
+    with tempfile.TemporaryDirectory(prefix="queueops-module-") as workdir:
+        arguments = Path(workdir) / "args.json"
+        arguments.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {**args, **internal, "_ansible_tmpdir": workdir}}))
+        program = f"ansible_collections.{namespace}.{collection}.plugins.modules.{name}"
+        done = subprocess.run(
+            [env["ANSIBLE_PYTHON_INTERPRETER"], "-m", program, str(arguments)],
+            capture_output=True, text=True, env=env, cwd=workdir, timeout=600, check=False,
+        )  # fmt: skip
+    stdout = done.stdout + done.stderr
+    result = _module_json(done.stdout)
+    if result is None:
+        result = {
+            "failed": True,
+            "msg": "MODULE FAILURE: See stdout/stderr for the exact error",
+            "module_stdout": done.stdout,
+            "module_stderr": done.stderr,
+            "rc": done.returncode,
+        }
+    return TaskResult(status="failed" if result.get("failed") else "ok", result=result, stdout=stdout)
+
+
+def _module_json(stdout: str) -> dict[str, Any] | None:
+    """The JSON object a module printed on its own line (what Ansible reads of its output), or None."""
+    for line in reversed(stdout.splitlines()):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except ValueError:
+                return None
+            # The module side writes warnings and deprecations as ansible-core's summaries; the
+            # controller shows their messages, and so does a registered result.
+            for key in ("warnings", "deprecations"):
+                if key in result:
+                    result[key] = [_message(item) for item in result[key]]
+            return result
+    return None
+
+
+def _message(summary: Any) -> Any:
+    if isinstance(summary, dict) and isinstance(summary.get("event"), dict):
+        return summary["event"].get("msg", summary)
+    return summary
+
+
+def _run_task(
+    fqcn: str, args: dict[str, Any], *, check: bool, diff: bool, envvars: dict[str, str] | None
+) -> TaskResult:
+    """One task with another collection's module, through ansible-runner."""
     play = [
         {
             "name": "run one module",
