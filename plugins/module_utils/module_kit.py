@@ -12,7 +12,6 @@ from typing import Any, Callable
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
-from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import CELERY_IMPORT_ERROR
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import InvalidName
 from ansible_collections.queueops.rollback.plugins.module_utils.redis_connection import (
     REDIS_MUTUALLY_EXCLUSIVE,
@@ -81,6 +80,12 @@ def failing_in_words(
 
 
 def require_celery(module: AnsibleModule) -> None:
-    """``fail_json`` with Ansible's missing-library message when celery cannot be imported here."""
+    """``fail_json`` with Ansible's missing-library message when celery cannot be imported here.
+
+    Imported here, not at the top: the modules that never talk to Celery (worker_version on every
+    host among them) do not pay for importing it, about 0.2 s a call.
+    """
+    from ansible_collections.queueops.rollback.plugins.module_utils.celery_backend import CELERY_IMPORT_ERROR
+
     if CELERY_IMPORT_ERROR is not None:
         module.fail_json(msg=missing_required_lib("celery"), exception=CELERY_IMPORT_ERROR)
