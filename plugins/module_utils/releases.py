@@ -10,7 +10,11 @@ Layout under ``<root>/<pool>/``::
     current -> releases/<version>       switched atomically (temporary symlink + rename)
     history.jsonl                       append-only: staged, activated, failed, rolled_back, pruned
     .lock                               per-pool flock; its content names the holder
-    .pip/<interpreter>/                 a virtualenv with pip, made once: it builds every release's venv
+
+and beside the pools, under ``<root>/``::
+
+    .pip/<interpreter>/                 a virtualenv with pip, made once: it builds every release's venv,
+                                        whatever its pool
 
 The history is the single source of truth for which releases were active, in which order, and
 which are failed. ``current`` (the symlink) is the truth for what runs now; when the two disagree
@@ -725,7 +729,7 @@ class Pool:
                     final_venv,
                     source.wheelhouse,
                     os.path.join(build, REQUIREMENTS_FILE),
-                    pip_home=os.path.join(self.dir, PIP_DIR),
+                    pip_home=os.path.join(self.root, PIP_DIR),
                 )
             manifest = {
                 "pool": self.name,

@@ -67,9 +67,10 @@ options:
         C(releases/<version>/venv) with C(pip install --no-index --find-links). Use it when O(src) holds
         the code; when omitted, O(src) is the wheelhouse.
       - The file names and checksums of its packages are part of the release's content.
-      - The release's virtualenv has no pip of its own. One pip per pool and interpreter, made at the first
-        build under C(<root>/<pool>/.pip/) (C(<venv_python> -m venv)), installs into each release's with
-        C(pip --python), which saves the seconds C(python -m venv) spends installing pip on every deploy.
+      - The release's virtualenv has no pip of its own. One pip per O(root) and interpreter, made at the first
+        build under C(<root>/.pip/) (C(<venv_python> -m venv)) and shared by the pools of that root, installs
+        into each release's with C(pip --python), which saves the seconds C(python -m venv) spends installing
+        pip on every deploy.
         When that pip is older than 22.3 (no C(--python)), each release's virtualenv gets its own pip instead.
     type: path
   requirements:

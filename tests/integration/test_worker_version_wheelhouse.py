@@ -58,12 +58,15 @@ def test_releases_share_one_pip_made_once_and_have_none_of_their_own(tmp_path, w
     pool = Pool(str(tmp_path / "root"), "orders")
     source = Source(code=str(SAMPLE_APP), wheelhouse=str(wheelhouse), requirements=["rq==2.12.0"])
     assert pool.stage("1.0", source)
-    (helper,) = (p for p in Path(pool.dir, ".pip").iterdir() if not p.name.startswith("."))
+    (helper,) = (p for p in Path(tmp_path, "root", ".pip").iterdir() if not p.name.startswith("."))
     made = helper.stat().st_ino
     assert pool.stage("1.1", source)
+    other = Pool(str(tmp_path / "root"), "mail")  # another pool of the same root
+    assert other.stage("1.0", source)
     assert helper.stat().st_ino == made  # kept, not made again
     assert (helper / ".queueops-pip").read_text() == "ok\n"
-    assert not list(Path(pool.dir, ".pip").glob(".build-*"))
+    assert not list(Path(tmp_path, "root", ".pip").glob(".build-*"))
+    assert not Path(pool.dir, ".pip").exists() and not Path(other.dir, ".pip").exists()
     for version in ("1.0", "1.1"):
         release = pool.release_path(version)
         assert not list(Path(release, "venv").glob("lib/python*/site-packages/pip"))
