@@ -159,6 +159,6 @@ def record_change(module, client, module_name: str, pool: str, change: GateChang
         gate = change.after[name]
         record_or_warn(module, client, module_name, "gate opened", pool=pool, gate=name,
                        percentage=gate["percentage"], release=gate["release"],
-                       expires_at=gate["expires_at"])  # fmt: skip
+                       since=gate["since"], expires_at=gate["expires_at"])  # fmt: skip
     for name in change.closed:
         record_or_warn(module, client, module_name, "gate closed", pool=pool, gate=name, release=release)

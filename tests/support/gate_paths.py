@@ -3,13 +3,13 @@
     python -m tests.support.gate_paths --redis-url redis://10.0.0.2:6379/0 --pool shop --gate new_totals
 
 Prints one JSON object: ``new_path`` (starts that took the gate's new path), ``opened_at`` and
-``closed_at`` (the last opening of the gate and the closing after it, from ``queueops:events``),
-``verdict_at`` (the health gate's verdict that closed it, when one did), ``before_open`` and
-``after_close`` (new-path starts earlier than the opening or later than the closing: 0, or the gate
-did not work), ``last_new_path_s`` (the last new-path start, in seconds after the verdict, or after
-the closing when no verdict closed it) and ``gates_left`` (the gates of the pool still stored). A
-task's start time is taken before it reads the gate, so a task that took the new path started
-before the gate closed.
+``closed_at`` (the last opening of the gate, its ``since``, taken before it was written, and the
+closing after it, from ``queueops:events``), ``verdict_at`` (the health gate's verdict that closed it,
+when one did), ``before_open`` (new-path tasks that had read their gate before the opening) and
+``after_close`` (new-path tasks that started after the closing): both 0, or the gate did not work;
+``last_new_path_s`` (the last new-path start, in seconds after the verdict, or after the closing when
+no verdict closed it) and ``gates_left`` (the gates of the pool still stored). A task's start time is
+taken before it reads the gate, and its ``gt`` once it has: each bound is exact, with no race.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ EVENTS = "queueops:events"
 def measure(client: redis.Redis, pool: str, gate: str) -> dict:
     events = [fields for _id, fields in client.xrange(EVENTS)]
     opened = [e for e in events if e.get("action") == "gate opened" and e.get("pool") == pool and e.get("gate") == gate]
-    opened_at = float(opened[-1]["time"]) if opened else None
+    # The time taken before the gate was written (the event's own time comes after the write).
+    opened_at = float(opened[-1].get("since") or opened[-1]["time"]) if opened else None
     closing = [
         e
         for e in events
@@ -59,7 +60,8 @@ def measure(client: redis.Redis, pool: str, gate: str) -> dict:
         "opened_at": opened_at,
         "closed_at": closed_at,
         "verdict_at": verdict_at,
-        "before_open": sum(1 for s in new_path if opened_at is None or s["t"] < opened_at),
+        # Compared with when the task had read its gates: it began a moment earlier, maybe before the opening.
+        "before_open": sum(1 for s in new_path if opened_at is None or s.get("gt", s["t"]) < opened_at),
         "after_close": sum(1 for s in new_path if closed_at is not None and s["t"] > closed_at),
         "last_new_path_s": None if last is None or since is None else round(last - since, 3),
         "gates_left": sorted(client.hkeys(f"queueops:gates:{pool}")),
