@@ -24,7 +24,7 @@ description:
   - O(state=query) only reads, one gate or all of them.
   - Changes are one Redis transaction on the hash; each opened or closed gate is recorded in the
     C(queueops:events) stream. The event of an opened gate carries its C(since), the time taken before the
-    gate was written: no task can have read it open earlier (the event's own time comes after the write).
+    gate was written, so no task can have read it open earlier (the event's own time comes after the write).
 extends_documentation_fragment:
   - queueops.rollback.redis
   - queueops.rollback.attributes
