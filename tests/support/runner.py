@@ -92,13 +92,14 @@ def run_module(
     the result read from the JSON they print (a module that prints none failed, as Ansible's
     "MODULE FAILURE"). That skips a whole ansible-playbook per call (about 2.4 s of CPU against
     0.6 s), which is most of the suite's time. What only Ansible does around a module
-    (``module_defaults``, action groups, callbacks, AWX's artifacts) is tested through
-    ansible-runner with ``run_playbook``, and the fleets run every module over SSH.
+    (``module_defaults``, action groups, callbacks, AWX's artifacts), and other collections'
+    modules, are tested in playbooks through ansible-runner (``run_playbook``); the fleets run
+    every module over SSH.
     """
     fqcn = module if "." in module else f"queueops.rollback.{module}"
     namespace, collection, name = fqcn.split(".")
     if (namespace, collection) != ("queueops", "rollback"):
-        return _run_task(fqcn, args, check=check, diff=diff, envvars=envvars)
+        raise ValueError(f"run_module runs this collection's modules; put {fqcn} in a playbook (run_playbook)")
     internal = {"_ansible_check_mode": check, "_ansible_diff": diff, "_ansible_module_name": fqcn}
     env = {**os.environ, **runner_env(**(envvars or {}))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [(envvars or {}).get("PYTHONPATH"), str(COLLECTIONS_PATH)]))
@@ -144,28 +145,3 @@ def _message(summary: Any) -> Any:
     if isinstance(summary, dict) and isinstance(summary.get("event"), dict):
         return summary["event"].get("msg", summary)
     return summary
-
-
-def _run_task(
-    fqcn: str, args: dict[str, Any], *, check: bool, diff: bool, envvars: dict[str, str] | None
-) -> TaskResult:
-    """One task with another collection's module, through ansible-runner."""
-    play = [
-        {
-            "name": "run one module",
-            "hosts": "localhost",
-            "gather_facts": False,
-            "tasks": [{"name": f"run {fqcn}", fqcn: args, "ignore_errors": True}],
-        }
-    ]
-    with tempfile.TemporaryDirectory(prefix="queueops-runner-") as workdir:
-        playbook = Path(workdir) / "play.yml"
-        playbook.write_text(json.dumps(play))
-        runner = run_playbook(playbook, private_data_dir=workdir, check=check, diff=diff, envvars=envvars)
-        stdout = runner.stdout.read()
-        for event in runner.events:
-            if event.get("event") in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
-                data = event["event_data"]
-                status = {"runner_on_ok": "ok", "runner_on_failed": "failed"}.get(event["event"], "unreachable")
-                return TaskResult(status=status, result=data.get("res", {}), stdout=stdout)
-    raise AssertionError(f"no task result from ansible-runner (status {runner.status}):\n{stdout}")
