@@ -28,7 +28,7 @@ def measure(client: redis.Redis, pool: str, gate: str) -> dict:
     events = [fields for _id, fields in client.xrange(EVENTS)]
     opened = [e for e in events if e.get("action") == "gate opened" and e.get("pool") == pool and e.get("gate") == gate]
     # The time taken before the gate was written (the event's own time comes after the write).
-    opened_at = float(opened[-1].get("since") or opened[-1]["time"]) if opened else None
+    opened_at = float(opened[-1]["since"]) if opened else None
     closing = [
         e
         for e in events
@@ -61,7 +61,7 @@ def measure(client: redis.Redis, pool: str, gate: str) -> dict:
         "closed_at": closed_at,
         "verdict_at": verdict_at,
         # Compared with when the task had read its gates: it began a moment earlier, maybe before the opening.
-        "before_open": sum(1 for s in new_path if opened_at is None or s.get("gt", s["t"]) < opened_at),
+        "before_open": sum(1 for s in new_path if opened_at is None or s["gt"] < opened_at),
         "after_close": sum(1 for s in new_path if closed_at is not None and s["t"] > closed_at),
         "last_new_path_s": None if last is None or since is None else round(last - since, 3),
         "gates_left": sorted(client.hkeys(f"queueops:gates:{pool}")),

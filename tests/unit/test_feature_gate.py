@@ -6,8 +6,10 @@ import json
 import time
 
 import pytest
+import redis
 
 from ansible_collections.queueops.rollback.plugins.module_utils import gates
+from tests.support import gate_paths
 from tests.support.runner import run_module
 
 KEY = "queueops:gates:orders"
@@ -123,3 +125,19 @@ def test_bad_input_is_refused_in_words(redis_server, redis_client, extra, words)
     refused = run_module("feature_gate", args(redis_server, **extra))
     assert refused.failed and words in refused.msg, refused.msg
     assert "Traceback" not in refused.msg and redis_client.exists(KEY) == 0
+
+
+def test_the_opened_event_carries_since_and_a_task_is_judged_by_when_it_read_the_gate(redis_server, redis_client):
+    opened = run_module("feature_gate", args(redis_server, gate="new_totals", percentage=50, version="1.8.0"))
+    assert not opened.failed, opened.msg
+    since = json.loads(redis_client.hget(KEY, "new_totals"))["since"]
+    (event,) = [e for _id, e in redis_client.xrange("queueops:events") if e[b"action"] == b"gate opened"]
+    assert float(event[b"since"]) == since <= float(event[b"time"]), "since is taken before the write, the event after"
+    starts = [
+        {"token": "began-before-read-after", "t": since - 0.005, "gt": since + 0.001, "gates": ["new_totals"]},
+        {"token": "read-before-the-opening", "t": since - 0.010, "gt": since - 0.005, "gates": ["new_totals"]},
+        {"token": "old-path", "t": since - 1.0},
+    ]
+    redis_client.rpush(gate_paths.STARTS, *(json.dumps(start) for start in starts))
+    measured = gate_paths.measure(redis.Redis.from_url(redis_server.url, decode_responses=True), "orders", "new_totals")
+    assert (measured["opened_at"], measured["new_path"], measured["before_open"]) == (since, 2, 1)
