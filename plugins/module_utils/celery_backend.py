@@ -25,14 +25,6 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-try:
-    from celery import Celery
-
-    CELERY_IMPORT_ERROR = None
-except ImportError:  # pragma: no cover - reported through missing_required_lib
-    Celery = None
-    CELERY_IMPORT_ERROR = traceback.format_exc()
-
 from ansible_collections.queueops.rollback.plugins.module_utils.health import Observation
 from ansible_collections.queueops.rollback.plugins.module_utils.identity import (
     as_text,
@@ -60,6 +52,15 @@ UNACKED_INDEX_KEY = "unacked_index"
 DEFAULT_REPLY_TIMEOUT = 1.0
 
 
+def celery_import_error() -> str | None:
+    """The traceback of importing celery here, or None when it imports (every Celery call needs it)."""
+    try:
+        import celery  # noqa: F401  # pylint: disable=unused-import
+    except ImportError:
+        return traceback.format_exc()
+    return None
+
+
 def make_app(params: dict[str, Any]):
     """A bare Celery app on the broker described by the shared Redis options (no user code).
 
@@ -68,6 +69,8 @@ def make_app(params: dict[str, Any]):
     """
     if params.get("broker_url"):
         params = dict(params, redis_url=params["broker_url"], sentinel_hosts=None)
+    from celery import Celery  # here, not at the top: an RQ run never imports it (about 0.15 s a call)
+
     app = Celery("queueops", set_as_current=False)
     settings = celery_settings(params)
     # The bare app only broadcasts and inspects: it must never restore the unacked messages of a
