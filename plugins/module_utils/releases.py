@@ -68,6 +68,7 @@ WHEELHOUSE_LIST = f"{META_DIR}/wheelhouse.sha256"
 VENV_DIR = "venv"
 PIP_DIR = ".pip"
 PIP_MARK = ".queueops-pip"
+QUEUES_DIR = "queues"
 # pip installs into another environment (--python) from 22.3 on.
 PIP_PYTHON_OPTION = (22, 3)
 BUILD_PREFIX = ".build-"
@@ -470,6 +471,7 @@ class Pool:
         self.root = os.path.normpath(root)
         self.dir = os.path.join(self.root, name)
         self.releases_dir = os.path.join(self.dir, "releases")
+        self.queues_dir = os.path.join(self.dir, QUEUES_DIR)
         self.current_link = os.path.join(self.dir, "current")
         self.history_path = os.path.join(self.dir, "history.jsonl")
         self.lock_path = os.path.join(self.dir, ".lock")
@@ -904,6 +906,24 @@ class Pool:
             removed.append(version)
         return removed
 
+    def record_queues(self, version: str, queues: list[str]) -> bool:
+        """Keep the queues release ``version`` consumes in ``queues/<version>`` (one line, names apart by
+        spaces): beside the release, not in it, so its content digest stays that of its code. The
+        worker_release units read it whenever the release runs. False when it already says so."""
+        path = os.path.join(self.queues_dir, version)
+        line = " ".join(queues) + "\n"
+        try:
+            with open(path, encoding="utf-8") as recorded:
+                if recorded.read() == line:
+                    return False
+        except FileNotFoundError:
+            pass
+        self.actions.append(f"record the queues of release {version}: {', '.join(queues)}")
+        if not self.check_mode:
+            os.makedirs(self.queues_dir, exist_ok=True)
+            atomic_write(path, line.encode())
+        return True
+
     def _delete(self, version: str, reason: str) -> None:
         self.actions.append(f"remove release {version}")
         if self.check_mode:
@@ -913,4 +933,6 @@ class Pool:
             os.rename(self.release_path(version), os.path.join(doomed, version))  # never half a release
             fsync_dir(self.releases_dir)
             shutil.rmtree(doomed)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.queues_dir, version))
         self._record("pruned", version=version, reason=reason)

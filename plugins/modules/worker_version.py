@@ -86,6 +86,17 @@ options:
         in E(PATH) or an absolute path.
     type: str
     default: python3
+  queues:
+    description:
+      - With O(state=staged) or O(state=active), the queues the release's workers consume, kept in
+        C(<root>/<pool>/queues/<version>) (one line, the names apart by spaces) before C(current) is switched.
+        The file is beside the release, not in it, so the release's content digest stays that of its code.
+      - The units of the M(queueops.rollback.worker_release) role read it whenever that release runs, so a rollback
+        to an older release brings back the queues it consumed (versioned routing, see the README).
+      - Same rules as every module's O(queues) option. Omitted, the file is left as it is.
+      - Removing or pruning the release removes its file too.
+    type: list
+    elements: str
   to_version:
     description:
       - With O(state=rolled_back), the release to return to instead of the last good one. It must be
@@ -242,6 +253,7 @@ OPTIONS = {
     "wheelhouse": {"type": "path"},
     "requirements": {"type": "list", "elements": "str"},
     "venv_python": {"type": "str", "default": "python3"},
+    "queues": {"type": "list", "elements": "str"},
     "to_version": {"type": "str"},
     "keep": {"type": "int", "default": 5},
     "reason": {"type": "str"},
@@ -280,8 +292,11 @@ def _apply(pool: Pool, module: AnsibleModule, source: Source | None) -> str:
     state, version, reason = params["state"], params["version"], params["reason"]
     if state in ("staged", "active"):
         staged = pool.stage(version, source, reason=reason)
+        recorded = bool(params["queues"]) and pool.record_queues(version, params["queues"])
         if state == "staged":
-            return f"staged {pool.name} {version}" if staged else f"{pool.name} {version} is already staged"
+            if staged:
+                return f"staged {pool.name} {version}"
+            return f"{pool.name} {version} is already staged" + ("; recorded its queues" if recorded else "")
         before = pool.current()
         if pool.activate(version, reason=reason):
             return f"switched {pool.name} from {before} to {version}" if before else f"{pool.name} now runs {version}"
@@ -320,7 +335,7 @@ def run_module() -> None:
             module.exit_json(msg=f"{pool.name}: current is {pool.current()}", **result, **pool.facts())
         source = _source(module) if params["state"] in ("staged", "active") else None
         if source is None:
-            ignored = [name for name in ("src", "wheelhouse", "requirements") if params[name]]
+            ignored = [name for name in ("src", "wheelhouse", "requirements", "queues") if params[name]]
             if ignored:
                 module.warn(f"{', '.join(ignored)} only apply to state=staged or state=active; ignored")
         purpose = f"state={params['state']} version={params['version']}"

@@ -160,3 +160,42 @@ def test_query_and_prune_report_current_previous_and_releases(tmp_path):
     assert [(r["version"], r["state"]) for r in query["releases"]] == [("3.0", "superseded"), ("4.0", "active")]
     assert all(r["created"] and r["digest"].startswith("sha256:") for r in query["releases"])
     assert query["releases"][1]["activated"]
+
+
+def test_queues_are_recorded_beside_the_release_checked_in_check_mode_and_removed_with_it(tmp_path):
+    src = str(make_src(tmp_path, "1.0"))
+    queues_file = tmp_path / "root" / "orders" / "queues" / "1.0"
+    staged = run_module("worker_version", args(tmp_path, version="1.0", state="staged", src=src, queues=["orders"]))
+    assert not staged.failed, staged.msg
+    assert staged["actions"][-1] == "record the queues of release 1.0: orders"
+    assert queues_file.read_text() == "orders\n"
+    digest = staged["releases"][0]["digest"]
+
+    new_list = ["orders", "orders@1.0", "orders"]  # a name given twice counts once
+    before = tree_state(tmp_path / "root")
+    would = run_module("worker_version", args(tmp_path, version="1.0", state="staged", queues=new_list), check=True)
+    assert would.changed and would["actions"] == ["record the queues of release 1.0: orders, orders@1.0"]
+    assert tree_state(tmp_path / "root") == before
+
+    recorded = run_module("worker_version", args(tmp_path, version="1.0", state="staged", queues=new_list))
+    assert recorded.changed and recorded.msg == "orders 1.0 is already staged; recorded its queues"
+    assert queues_file.read_text() == "orders orders@1.0\n"
+    assert recorded["releases"][0]["digest"] == digest, "the queues are not part of the release's content"
+    again = run_module("worker_version", args(tmp_path, version="1.0", state="active", queues=new_list))
+    assert again["actions"] == ["set current to 1.0"]
+
+    bad = run_module("worker_version", args(tmp_path, version="1.0", state="staged", queues=["two words"]))
+    assert bad.failed and "queue" in bad.msg and "Traceback" not in str(bad.result)
+    assert queues_file.read_text() == "orders orders@1.0\n"
+
+    ignored = run_module("worker_version", args(tmp_path, version="1.0", state="failed", queues=["orders"]))
+    assert "queues only apply to state=staged or state=active; ignored" in ignored.result.get("warnings", [])
+
+    staged_2 = run_module(
+        "worker_version", args(tmp_path, version="2.0", state="active", src=str(make_src(tmp_path, "2.0")))
+    )
+    assert not staged_2.failed, staged_2.msg
+    run_module("worker_version", args(tmp_path, version="3.0", state="active", src=str(make_src(tmp_path, "3.0"))))
+    removed = run_module("worker_version", args(tmp_path, version="1.0", state="absent"))
+    assert removed["actions"] == ["remove release 1.0"]
+    assert not queues_file.exists()
