@@ -70,3 +70,38 @@ def test_in_flight_ignores_wake_jobs_and_counts_registries(redis_client):
     assert [e.job_id for e in rq_backend.in_flight(redis_client, ["orders"])] == ["real"]
     counts = rq_backend.queue_counts(redis_client, "orders")
     assert (counts["depth"], counts["started"], counts["failed"], counts["scheduled"]) == (1, 2, 2, 0)
+
+
+def _looks(*answers):
+    """A find that answers each look with the next set of (queue, job id), and counts the looks."""
+    answers = list(answers)
+
+    def find():
+        find.looks += 1
+        return set(answers.pop(0))
+
+    find.looks = 0
+    return find
+
+
+def test_still_after_keeps_only_what_every_look_found_and_waits_the_whole_settle_only_for_it(monkeypatch):
+    waits = []
+    monkeypatch.setattr(rq_backend.time, "sleep", waits.append)
+    # Jobs in transit under a live worker are gone at the second look: no wait for the rest of the settle.
+    in_transit = _looks({("orders", "a")}, {("orders", "b")})
+    assert rq_backend._still_after((in_transit,), 1.0) == [[]]
+    assert (in_transit.looks, waits) == (2, [rq_backend.STUCK_FIRST_LOOK])
+
+    # A job still there at the second look is watched to the end of the settle, and kept only if still there.
+    waits.clear()
+    stuck = _looks({("orders", "a"), ("orders", "b")}, {("orders", "b"), ("orders", "c")}, {("orders", "b")})
+    gone_late = _looks({("orders", "x")}, {("orders", "x")}, set())
+    assert rq_backend._still_after((stuck, gone_late), 1.0) == [[("orders", "b")], []]
+    assert waits == [rq_backend.STUCK_FIRST_LOOK, 1.0 - rq_backend.STUCK_FIRST_LOOK]
+    assert (stuck.looks, gone_late.looks) == (3, 3)
+
+    # Nothing found at first: no wait at all, and a find that found nothing is not asked again.
+    waits.clear()
+    empty, other = _looks(set()), _looks({("orders", "y")}, set())
+    assert rq_backend._still_after((empty, other), 1.0) == [[], []]
+    assert (empty.looks, other.looks, len(waits)) == (1, 2, 1)
