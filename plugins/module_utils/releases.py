@@ -496,6 +496,10 @@ class Pool:
     def release_path(self, version: str) -> str:
         return os.path.join(self.releases_dir, version)
 
+    def queues_path(self, version: str) -> str:
+        """The file that keeps the queues release ``version`` consumes (``record_queues``)."""
+        return os.path.join(self.queues_dir, version)
+
     def history(self) -> HistoryView:
         return HistoryView.from_records(read_jsonl(self.history_path) + self._would_history)
 
@@ -910,7 +914,7 @@ class Pool:
         """Keep the queues release ``version`` consumes in ``queues/<version>`` (one line, names apart by
         spaces): beside the release, not in it, so its content digest stays that of its code. The
         worker_release units read it whenever the release runs. False when it already says so."""
-        path = os.path.join(self.queues_dir, version)
+        path = self.queues_path(version)
         line = " ".join(queues) + "\n"
         try:
             with open(path, encoding="utf-8") as recorded:
@@ -934,5 +938,5 @@ class Pool:
             fsync_dir(self.releases_dir)
             shutil.rmtree(doomed)
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.queues_dir, version))
+                os.unlink(self.queues_path(version))
         self._record("pruned", version=version, reason=reason)
